@@ -1,0 +1,54 @@
+# sloguard: `make generate` (the main job) and `make test`. System packages: scripts/setup-system.sh.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+ARGS ?=
+
+.PHONY: all generate check-generated lint test test-fast bench bench-exporter diagnose check-migrations simulate exporter clean
+
+all: generate
+
+# The virtual environment is rebuilt when requirements.txt (the fully pinned set) changes.
+$(STAMP): requirements.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+generate: $(STAMP)  ## slo.yaml -> alerts/, dashboards/, mixin
+	$(PY) generate.py --spec slo.yaml --out .
+
+check-generated: $(STAMP)  ## fail when committed output is stale
+	$(PY) generate.py --spec slo.yaml --out . --check
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP) check-generated lint  ## everything CI runs
+	$(PY) -m pytest $(ARGS)
+
+bench: $(STAMP)  ## generator scaling: 10, 100, 1000 SLOs
+	$(PY) -m bench.generate_bench
+
+bench-exporter: $(STAMP)  ## our exporter vs Debian's prometheus-postgres-exporter
+	$(PY) -m bench.exporter_bench $(ARGS)
+
+bench-diagnose: $(STAMP)  ## diagnose on the scenario's 2.5M users
+	$(PY) -m bench.diagnose_bench $(ARGS)
+
+diagnose: $(STAMP)  ## DSN from PG_DSN / --dsn; see README
+	$(PY) -m sloguard.diagnose $(ARGS)
+
+check-migrations: $(STAMP)  ## squawk lint + query-plan gate on a throwaway PostgreSQL
+	$(PY) -m sloguard.migration_gate $(ARGS)
+
+simulate: $(STAMP)  ## replay the 2024-01-15 incident end to end on 127.0.0.1
+	$(PY) -m sloguard.simulate $(ARGS)
+
+exporter: $(STAMP)
+	$(PY) -m exporters.pg_exporter $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

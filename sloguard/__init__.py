@@ -1,0 +1,1 @@
+"""sloguard: SLO rules, dashboards and Postgres evidence generated from one spec."""

@@ -1,0 +1,28 @@
+"""Shared fixtures: one throwaway PostgreSQL 15 cluster per test session, started and stopped here."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from sloguard.pgcluster import TempCluster  # noqa: E402
+
+pytest_plugins = ["tests.promtool_plugin"] if os.path.exists(os.path.join(ROOT, "tests", "promtool_plugin.py")) else []
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A running cluster with pg_stat_statements preloaded; tests create their own databases in it."""
+    cluster = TempCluster().start()
+    cluster.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> str:
+    return ROOT
