@@ -1,0 +1,248 @@
+"""`make bench-exporter`: our exporter vs Debian's prometheus-postgres-exporter on one throwaway cluster.
+
+The database holds 5,000 distinct statements over 2,000 tables plus the scenario's users table (the login query
+is the slowest statement, so the missing-index advisor has work). Exporters are scraped in the same run,
+round-robin, N times each. Each exporter logs in as its own role, so pg_stat_statements counts the queries it sends.
+
+Configurations:
+  ours/no-hypopg  statements top-100 + all 2,000 tables + connections/locks/migrations, advisor without HypoPG
+  ours/hypopg     same with HypoPG verification (advice cached per queryid: the steady state)
+  ours/replan     HypoPG with --missing-index.recheck-seconds 0.001: every scrape re-plans (worst case)
+  theirs          postgres_exporter 0.11 default metrics (activity, locks, database...) minus settings, plus
+                  queries.yaml for pg_stat_statements top-100 and pg_stat_user_tables (its collector flags for
+                  statements do not exist in 0.11)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import psycopg
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from sloguard import scenario_data
+from sloguard.pgcluster import TempCluster, free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+THEIRS_BIN = "/usr/bin/prometheus-postgres-exporter"
+DB = "bench"
+PASSWORD = "bench-pw"   # throwaway cluster on loopback
+
+THEIRS_QUERIES = """
+pg_stat_statements:
+  query: |
+    SELECT r.rolname, d.datname, s.queryid::text AS queryid, s.calls, s.total_exec_time / 1000 AS seconds_total,
+           s.rows, s.shared_blks_hit, s.shared_blks_read, s.mean_exec_time / 1000 AS mean_seconds,
+           s.max_exec_time / 1000 AS max_seconds
+    FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid JOIN pg_database d ON d.oid = s.dbid
+    ORDER BY s.total_exec_time DESC LIMIT 100
+  master: true
+  metrics:
+    - rolname: {usage: "LABEL", description: "user"}
+    - datname: {usage: "LABEL", description: "database"}
+    - queryid: {usage: "LABEL", description: "query id"}
+    - calls: {usage: "COUNTER", description: "calls"}
+    - seconds_total: {usage: "COUNTER", description: "total time"}
+    - rows: {usage: "COUNTER", description: "rows"}
+    - shared_blks_hit: {usage: "COUNTER", description: "hits"}
+    - shared_blks_read: {usage: "COUNTER", description: "reads"}
+    - mean_seconds: {usage: "GAUGE", description: "mean"}
+    - max_seconds: {usage: "GAUGE", description: "max"}
+pg_stat_user_tables:
+  query: |
+    SELECT current_database() AS datname, schemaname, relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0) AS idx_scan,
+           n_live_tup, pg_table_size(relid) AS size_bytes
+    FROM pg_stat_user_tables
+  metrics:
+    - datname: {usage: "LABEL", description: "database"}
+    - schemaname: {usage: "LABEL", description: "schema"}
+    - relname: {usage: "LABEL", description: "table"}
+    - seq_scan: {usage: "COUNTER", description: "seq scans"}
+    - seq_tup_read: {usage: "COUNTER", description: "rows read by seq scans"}
+    - idx_scan: {usage: "COUNTER", description: "index scans"}
+    - n_live_tup: {usage: "GAUGE", description: "live rows"}
+    - size_bytes: {usage: "GAUGE", description: "table size"}
+"""
+
+POPULATE_SQL = """
+DO $$
+BEGIN
+  FOR i IN 0..{tables_minus_1} LOOP
+    EXECUTE format('CREATE TABLE t_%s (id int PRIMARY KEY, v int, note text)', i);
+    EXECUTE format('INSERT INTO t_%s SELECT g, g %% 7, ''n'' || g FROM generate_series(1, 5) g', i);
+  END LOOP;
+END $$;
+"""
+
+# Distinct statement shapes per table; pg_stat_statements (track = all) records each EXECUTE as its own entry.
+STATEMENT_SHAPES = (
+    "SELECT * FROM t_%s WHERE id = 1",
+    "SELECT count(*) FROM t_%s WHERE v > 2",
+    "SELECT note FROM t_%s ORDER BY v LIMIT 2",
+)
+
+
+def populate(cluster: TempCluster, tables: int, statements: int, users: int) -> None:
+    cluster.psql(f"CREATE DATABASE {DB}")
+    cluster.psql(scenario_data.SCHEMA_SQL + scenario_data.seed_sql(users=users, orders_per_user=1)
+                 + "CREATE EXTENSION pg_stat_statements; CREATE EXTENSION hypopg;"
+                 + "INSERT INTO schema_migrations VALUES ('20240115143100', '2024-01-15T14:31Z');", DB)
+    cluster.psql(POPULATE_SQL.replace("{tables_minus_1}", str(tables - 1)), DB)
+    per_shape = [(shape, i) for shape in STATEMENT_SHAPES for i in range(tables)][:statements]
+    body = "\n".join(f"  EXECUTE '{shape % i}';" for shape, i in per_shape)
+    cluster.psql("DO $$ BEGIN\n" + body + "\nEND $$;", DB)
+    with psycopg.connect(cluster.dsn(DB), autocommit=True) as conn:
+        for i in range(30):   # the slow statement the advisor should explain
+            conn.execute(scenario_data.LOGIN_QUERY, (f"user{i * 3 + 1}@example.com",))
+    for role in ("bench_ours_nohypo", "bench_ours_hypo", "bench_ours_replan", "bench_theirs"):
+        cluster.psql(f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{PASSWORD}'")
+    cluster.psql("ANALYZE", DB)
+
+
+class Target:
+    def __init__(self, label: str, role: str, cmd: list[str], env: dict[str, str], port: int):
+        self.label, self.role, self.port = label, role, port
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.times: list[float] = []
+        self.series = 0
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process, closed in stop()
+        self.proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=ROOT, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._log.seek(0)
+                raise RuntimeError(f"{self.label} exited: {self._log.read().decode()[-2000:]}")
+            try:
+                requests.get(self.url, timeout=60)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise TimeoutError(f"{self.label} not ready")
+
+    def scrape(self) -> None:
+        start = time.perf_counter()
+        r = requests.get(self.url, timeout=120)
+        self.times.append(time.perf_counter() - start)
+        r.raise_for_status()
+        self.series = sum(len(f.samples) for f in text_string_to_metric_families(r.text))
+
+    def peak_rss_mib(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
+def queries_sent(cluster: TempCluster) -> dict[str, int]:
+    with psycopg.connect(cluster.dsn(DB), autocommit=True) as conn:
+        rows = conn.execute("SELECT r.rolname, sum(s.calls)::bigint FROM pg_stat_statements s "
+                            "JOIN pg_roles r ON r.oid = s.userid WHERE s.toplevel AND r.rolname LIKE 'bench_%%' "
+                            "GROUP BY 1").fetchall()
+    return dict(rows)
+
+
+def run(scrapes: int, tables: int, statements: int, users: int) -> int:
+    if not os.path.exists(THEIRS_BIN):
+        print(f"{THEIRS_BIN} missing: run scripts/setup-system.sh", file=sys.stderr)
+        return 2
+    settings = {"pg_stat_statements.max": str(max(20_000, statements * 3)), "max_locks_per_transaction": "256"}
+    workdir = tempfile.mkdtemp(prefix="sloguard-bench-")
+    targets: list[Target] = []
+    with TempCluster(settings=settings) as cluster:
+        t0 = time.monotonic()
+        populate(cluster, tables, statements, users)
+        with psycopg.connect(cluster.dsn(DB), autocommit=True) as conn:
+            n_statements = conn.execute("SELECT count(*) FROM pg_stat_statements").fetchone()[0]
+            n_tables = conn.execute("SELECT count(*) FROM pg_stat_user_tables").fetchone()[0]
+        print(f"populated in {time.monotonic() - t0:.1f}s: {n_statements} statements in pg_stat_statements, "
+              f"{n_tables} tables, {users} users; {scrapes} scrapes per exporter, round-robin", flush=True)
+        queries_path = os.path.join(workdir, "queries.yaml")
+        with open(queries_path, "w") as f:
+            f.write(THEIRS_QUERIES)
+        ours = [sys.executable, "-m", "exporters.pg_exporter", "--tables.top-n", str(tables + 100),
+                "--missing-index.min-mean-ms", "1", "--missing-index.min-calls", "5", "--query-timeout", "30"]
+        try:
+            for label, role, extra in (("ours/no-hypopg", "bench_ours_nohypo", ["--no-hypopg"]),
+                                       ("ours/hypopg", "bench_ours_hypo", ["--hypopg"]),
+                                       ("ours/replan", "bench_ours_replan",
+                                        ["--hypopg", "--missing-index.recheck-seconds", "0.001"])):
+                port = free_port()
+                dsn = cluster.dsn(DB, user=role, password=PASSWORD)
+                targets.append(Target(label, role, [*ours, *extra, "--dsn", dsn, "--web.listen-address",
+                                                    f"127.0.0.1:{port}", "--log-level", "warning"],
+                                      {"PYTHONPATH": ROOT}, port))
+            port = free_port()
+            targets.append(Target(
+                "theirs", "bench_theirs",
+                [THEIRS_BIN, f"--web.listen-address=127.0.0.1:{port}", "--disable-settings-metrics",
+                 f"--extend.query-path={queries_path}", "--log.level=warn"],
+                {"DATA_SOURCE_NAME": f"postgresql://bench_theirs:{PASSWORD}@127.0.0.1:{cluster.port}/{DB}"
+                                     "?sslmode=disable"}, port))
+            for t in targets:
+                t.wait_ready()
+                t.scrape()   # warm-up: connections, caches, the advisor's first pass
+            before = queries_sent(cluster)
+            for _ in range(scrapes):
+                for t in targets:
+                    t.scrape()
+            after = queries_sent(cluster)
+            report(targets, before, after, scrapes)
+        finally:
+            for t in targets:
+                t.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def report(targets: list[Target], before: dict, after: dict, scrapes: int) -> None:
+    theirs = next(t for t in targets if t.label == "theirs")
+    base = statistics.median(theirs.times[1:])
+    print(f"\n{'exporter':<16}{'median s':>10}{'p90 s':>9}{'vs theirs':>11}{'peak RSS MiB':>14}{'series':>9}"
+          f"{'queries/scrape':>16}")
+    for t in targets:
+        times = sorted(t.times[1:])   # the warm-up scrape is excluded
+        med = statistics.median(times)
+        p90 = times[min(len(times) - 1, int(len(times) * 0.9))]
+        q = (after.get(t.role, 0) - before.get(t.role, 0)) / scrapes
+        print(f"{t.label:<16}{med:>10.4f}{p90:>9.4f}{med / base:>11.2f}{t.peak_rss_mib():>14.1f}{t.series:>9}"
+              f"{q:>16.1f}")
+    print("\nqueries/scrape counts top-level statements in pg_stat_statements by each exporter's role "
+          "(PREPARE/EXPLAIN/DEALLOCATE included).")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scrapes", type=int, default=15)
+    p.add_argument("--tables", type=int, default=2000)
+    p.add_argument("--statements", type=int, default=5000)
+    p.add_argument("--users", type=int, default=200_000)
+    args = p.parse_args(argv)
+    if not (1 <= args.scrapes <= 500 and 1 <= args.tables <= 10_000 and 1 <= args.statements <= 3 * args.tables):
+        print("bench: need 1 <= scrapes <= 500, 1 <= tables <= 10000, statements <= 3 x tables", file=sys.stderr)
+        return 2
+    return run(args.scrapes, args.tables, args.statements, args.users)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""CLI: `python -m exporters.pg_exporter --dsn DSN --web.listen-address HOST:PORT` (console: sloguard-pg-exporter).
+
+DSN from --dsn or PG_EXPORTER_DSN; the password from the DSN, PG_EXPORTER_PASSWORD_FILE / --password-file,
+or libpq's own PGPASSWORD / ~/.pgpass. Passwords are never logged (the DSN is redacted).
+Defaults to loopback: exposing database internals on all interfaces should be a decision, not a default.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from prometheus_client import start_http_server
+
+from sloguard import names
+from sloguard.pginsight import queries
+
+from . import __version__
+from .base import ExporterOptions
+from .connection import Database
+from .health import build_registry
+
+log = logging.getLogger("sloguard.pg_exporter")
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"--web.listen-address {value!r}: expected HOST:PORT, e.g. 127.0.0.1:{names.EXPORTER_DEFAULT_PORT}")
+    return (host.strip("[]") or "0.0.0.0"), int(port)
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sloguard-pg-exporter", description=__doc__.splitlines()[0])
+    p.add_argument("--dsn", default=os.environ.get("PG_EXPORTER_DSN"),
+                   help="libpq DSN or URI (env PG_EXPORTER_DSN)")
+    p.add_argument("--password-file", default=os.environ.get("PG_EXPORTER_PASSWORD_FILE"),
+                   help="file holding the password (env PG_EXPORTER_PASSWORD_FILE); PGPASSWORD also works")
+    p.add_argument("--web.listen-address", dest="listen", default=f"127.0.0.1:{names.EXPORTER_DEFAULT_PORT}")
+    p.add_argument("--statements.top-n", dest="top_n", type=_positive(int), default=100)
+    p.add_argument("--statements.query-text", dest="query_text", action=argparse.BooleanOptionalAction,
+                   default=False, help="add normalised, truncated statement text as a label (off by default)")
+    p.add_argument("--statements.query-text-length", dest="query_text_length", type=_positive(int), default=120)
+    p.add_argument("--tables.top-n", dest="tables_top_n", type=_positive(int), default=500)
+    p.add_argument("--query-timeout", type=_positive(float), default=5.0, help="seconds, per query")
+    p.add_argument("--migrations-table", default="schema_migrations", help="[schema.]table")
+    p.add_argument("--hypopg", action=argparse.BooleanOptionalAction, default=True,
+                   help="verify index suggestions with HypoPG hypothetical indexes")
+    p.add_argument("--missing-index.statements", dest="mi_statements", type=_positive(int), default=10)
+    p.add_argument("--missing-index.recheck-seconds", dest="mi_recheck", type=_positive(float), default=300.0)
+    p.add_argument("--missing-index.min-mean-ms", dest="mi_min_mean_ms", type=float, default=10.0)
+    p.add_argument("--missing-index.min-calls", dest="mi_min_calls", type=int, default=10)
+    p.add_argument("--missing-index.min-table-rows", dest="mi_min_rows", type=int, default=10_000)
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+def read_password(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            return f.read().rstrip("\r\n")
+    except OSError as e:
+        raise UsageError(f"--password-file / PG_EXPORTER_PASSWORD_FILE {path!r}: {e.strerror}") from None
+
+
+def options_from(args: argparse.Namespace) -> ExporterOptions:
+    try:
+        queries.validate_table_name(args.migrations_table)
+    except ValueError as e:
+        raise UsageError(f"--migrations-table: {e}") from None
+    return ExporterOptions(
+        statements_top_n=args.top_n, query_text=args.query_text, query_text_length=args.query_text_length,
+        tables_top_n=args.tables_top_n, migrations_table=args.migrations_table, hypopg=args.hypopg,
+        missing_index_statements=args.mi_statements, missing_index_recheck_seconds=args.mi_recheck,
+        missing_index_min_mean_ms=args.mi_min_mean_ms, missing_index_min_calls=args.mi_min_calls,
+        min_table_rows=args.mi_min_rows,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if not args.dsn:
+            raise UsageError("no database: pass --dsn 'host=... dbname=... user=...' or set PG_EXPORTER_DSN")
+        host, port = parse_listen_address(args.listen)
+        options = options_from(args)
+        db = Database(args.dsn, password=read_password(args.password_file), query_timeout=args.query_timeout,
+                      connect_timeout=min(args.query_timeout, 5.0))
+        if db.redacted_dsn == "<unparseable DSN>":
+            raise UsageError("--dsn / PG_EXPORTER_DSN is not a valid libpq DSN or URI")
+    except UsageError as e:
+        print(f"sloguard-pg-exporter: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    registry, _exporter = build_registry(db, options)
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as e:
+        print(f"sloguard-pg-exporter: error: cannot listen on {host}:{port}: {e.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    log.info("serving metrics on http://%s:%d/metrics for %s (hypopg=%s, query text=%s)", host,
+             server.server_address[1], db.redacted_dsn, options.hypopg, options.query_text)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    log.info("shutting down")
+    server.shutdown()
+    server.server_close()
+    db.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""What every collector module shares: the options, the per-scrape context and the collector contract."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import psycopg
+from prometheus_client.metrics_core import Metric
+
+from sloguard.pginsight import queries
+
+
+@dataclass(frozen=True)
+class ExporterOptions:
+    statements_top_n: int = 100
+    query_text: bool = False             # off by default: query text can carry business data
+    query_text_length: int = 120
+    tables_top_n: int = 500
+    migrations_table: str = "schema_migrations"
+    hypopg: bool = True
+    missing_index_statements: int = 10   # how many of the slowest statements the advisor looks at
+    missing_index_recheck_seconds: float = 300.0
+    missing_index_per_scrape: int = 5    # new EXPLAIN evaluations per scrape, so one scrape stays short
+    missing_index_min_mean_ms: float = 10.0
+    missing_index_min_calls: int = 10
+    min_table_rows: int = 10_000
+
+
+@dataclass
+class ScrapeContext:
+    """One scrape: the connection (lock held), what the role may see, and results collectors pass along."""
+    conn: psycopg.Connection
+    caps: queries.Capabilities
+    options: ExporterOptions
+    top_statements: list[queries.StatementStat] | None = None
+    notes: dict[str, object] = field(default_factory=dict)
+
+
+class SubCollector(Protocol):
+    name: str   # one of sloguard.names.COLLECTORS, the {collector} label
+
+    def collect(self, ctx: ScrapeContext) -> list[Metric]:
+        """Build complete metric families (nothing is yielded before all queries succeeded)."""
+        ...

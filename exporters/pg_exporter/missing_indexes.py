@@ -1,0 +1,103 @@
+"""Missing-index evidence: the slow statement, the table it scans, the index that would fix it.
+
+Each evaluation costs a few EXPLAINs, so results are cached per queryid and re-checked at most every
+`missing_index_recheck_seconds`; at most `missing_index_per_scrape` statements are (re)evaluated per scrape.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import psycopg
+from prometheus_client.core import GaugeMetricFamily
+
+from sloguard import names
+from sloguard.pginsight import advisor, queries
+
+from .base import ScrapeContext
+
+log = logging.getLogger(__name__)
+LABELS = ["datname", "queryid", "schemaname", "relname", "columns", "index"]
+
+
+@dataclass
+class _Entry:
+    checked_at: float
+    suggestions: list[advisor.IndexSuggestion]
+
+
+class MissingIndexesCollector:
+    name = "missing_indexes"
+
+    def __init__(self, clock=time.monotonic):
+        self._cache: dict[tuple[str, int], _Entry] = {}
+        self._clock = clock
+        self.evaluations = 0   # statements sent to the advisor since start (tests, benchmark)
+
+    def collect(self, ctx: ScrapeContext):
+        opts = ctx.options
+        if opts.hypopg and ctx.caps.hypopg is None:
+            raise queries.ExtensionMissing(
+                f"HypoPG is not installed in database {ctx.caps.database!r}: run `CREATE EXTENSION hypopg;` "
+                "(package postgresql-15-hypopg) or start the exporter with --no-hypopg for unverified suggestions")
+        top = ctx.top_statements
+        if top is None:   # the statements collector failed or is off: read the catalogue ourselves
+            top = queries.top_statements(ctx.conn, opts.statements_top_n, ctx.caps)
+        slow = [s for s in top if s.datname == ctx.caps.database
+                and s.mean_exec_seconds * 1000 >= opts.missing_index_min_mean_ms
+                and s.calls >= opts.missing_index_min_calls][: opts.missing_index_statements]
+        self._refresh(ctx, slow)
+        return self._families(ctx.caps.database, slow)
+
+    def _refresh(self, ctx: ScrapeContext, slow: list[queries.StatementStat]) -> None:
+        now = self._clock()
+        db = ctx.caps.database
+        stale = [s for s in slow if (db, s.queryid) not in self._cache
+                 or now - self._cache[(db, s.queryid)].checked_at >= ctx.options.missing_index_recheck_seconds]
+        stale = stale[: ctx.options.missing_index_per_scrape]
+        if not stale:
+            return
+        texts = queries.statement_texts(ctx.conn, [s.queryid for s in stale])
+        for s in stale:
+            text = texts.get(s.queryid)
+            found: list[advisor.IndexSuggestion] = []
+            if text:
+                self.evaluations += 1
+                try:
+                    found = advisor.suggest_for_query(ctx.conn, text, use_hypopg=ctx.options.hypopg,
+                                                      min_live_rows=ctx.options.min_table_rows, queryid=s.queryid)
+                except advisor.UnsupportedStatement:
+                    pass
+                except psycopg.errors.QueryCanceled:
+                    log.warning("missing-index check of queryid %s hit the query timeout; retrying later", s.queryid)
+                except psycopg.errors.InsufficientPrivilege as e:
+                    # EXPLAIN needs SELECT on the tables the statement reads; once per recheck period per statement
+                    log.warning("cannot EXPLAIN queryid %s: %s; run `GRANT SELECT ON <those tables> TO %s;` "
+                                "(EXPLAIN only, nothing is read)", s.queryid, str(e).splitlines()[0], ctx.caps.user)
+                except psycopg.OperationalError:
+                    raise   # the connection is gone: the scrape reports it
+                except psycopg.Error as e:
+                    log.debug("cannot plan queryid %s: %s", s.queryid, str(e).splitlines()[0] if str(e) else e)
+            self._cache[(db, s.queryid)] = _Entry(now, found)
+        # forget statements that left the top list long ago, so the cache stays bounded
+        horizon = now - 2 * ctx.options.missing_index_recheck_seconds
+        for key in [k for k, e in self._cache.items() if e.checked_at < horizon]:
+            del self._cache[key]
+
+    def _families(self, db: str, slow: list[queries.StatementStat]):
+        suspect = GaugeMetricFamily(names.MISSING_INDEX, "1 per statement whose sequential scan an index would "
+                                    "remove (HypoPG-verified unless run with --no-hypopg).", labels=LABELS)
+        before = GaugeMetricFamily(names.MISSING_INDEX_COST_BEFORE, "Generic plan cost today, planner units.",
+                                   labels=LABELS)
+        after = GaugeMetricFamily(names.MISSING_INDEX_COST_AFTER, "Generic plan cost with the hypothetical index, "
+                                  "planner units.", labels=LABELS)
+        for s in slow:
+            entry = self._cache.get((db, s.queryid))
+            for sug in entry.suggestions if entry else ():
+                lv = [db, str(s.queryid), sug.schemaname, sug.relname, ",".join(sug.columns), sug.ddl]
+                suspect.add_metric(lv, 1)
+                before.add_metric(lv, sug.cost_before)
+                if sug.cost_after is not None:
+                    after.add_metric(lv, sug.cost_after)
+        return [suspect, before, after]

@@ -1,0 +1,56 @@
+"""pg_stat_statements, top-N by total execution time: cardinality is bounded whatever the catalogue holds."""
+from __future__ import annotations
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from sloguard import names
+from sloguard.pginsight import queries
+
+from .base import ScrapeContext
+
+LABELS = ["datname", "user", "queryid"]
+
+
+def normalise_text(query: str, length: int) -> str:
+    """One line, whitespace collapsed, truncated: a label value, not a log."""
+    flat = " ".join(query.split())
+    return flat if len(flat) <= length else flat[: max(length - 3, 0)] + "..."
+
+
+class StatementsCollector:
+    name = "statements"
+
+    def collect(self, ctx: ScrapeContext):
+        top = queries.top_statements(ctx.conn, ctx.options.statements_top_n, ctx.caps)
+        ctx.top_statements = top
+        fams = {
+            "calls": CounterMetricFamily(names.STATEMENT_CALLS, "Times the statement was executed.", labels=LABELS),
+            "secs": CounterMetricFamily(names.STATEMENT_EXEC_SECONDS, "Total execution time, seconds.", labels=LABELS),
+            "rows": CounterMetricFamily(names.STATEMENT_ROWS, "Rows retrieved or affected.", labels=LABELS),
+            "hit": CounterMetricFamily(names.STATEMENT_SHARED_BLKS_HIT, "Shared buffer hits.", labels=LABELS),
+            "read": CounterMetricFamily(names.STATEMENT_SHARED_BLKS_READ, "Shared blocks read.", labels=LABELS),
+            "mean": GaugeMetricFamily(names.STATEMENT_MEAN_SECONDS,
+                                      "Mean execution time since the statistics were reset, seconds.", labels=LABELS),
+            "max": GaugeMetricFamily(names.STATEMENT_MAX_SECONDS, "Slowest execution, seconds.", labels=LABELS),
+        }
+        for s in top:
+            lv = [s.datname, s.user, str(s.queryid)]
+            fams["calls"].add_metric(lv, s.calls)
+            fams["secs"].add_metric(lv, s.total_exec_seconds)
+            fams["rows"].add_metric(lv, s.rows)
+            fams["hit"].add_metric(lv, s.shared_blks_hit)
+            fams["read"].add_metric(lv, s.shared_blks_read)
+            fams["mean"].add_metric(lv, s.mean_exec_seconds)
+            fams["max"].add_metric(lv, s.max_exec_seconds)
+        out = list(fams.values())
+        if ctx.options.query_text and top:
+            info = GaugeMetricFamily(names.STATEMENT_INFO, "Normalised, truncated statement text.",
+                                     labels=[*LABELS, "query"])
+            texts = queries.statement_texts(ctx.conn, [s.queryid for s in top], all_databases=True)
+            for s in top:
+                text = texts.get(s.queryid)
+                if text is not None:
+                    info.add_metric([s.datname, s.user, str(s.queryid),
+                                     normalise_text(text, ctx.options.query_text_length)], 1)
+            out.append(info)
+        return out

@@ -1,0 +1,47 @@
+"""slo.yaml -> alerts/ (and the other generated files). Exit codes: 0 ok, 1 stale (--check), 2 bad spec.
+
+    python generate.py [--spec slo.yaml] [--out .] [--check]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from sloguard.outputs import render_all
+from sloguard.spec import SpecError, load_spec
+from sloguard.writer import diff_tree, write_tree
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Generate Prometheus rules (and more) from an SLO spec.")
+    parser.add_argument("--spec", default=os.path.join(ROOT, "slo.yaml"), help="spec file (default: slo.yaml)")
+    parser.add_argument("--out", default=ROOT, help="output root (default: the repository root)")
+    parser.add_argument("--check", action="store_true", help="exit 1 when files on disk differ from the output")
+    args = parser.parse_args(argv)
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    warnings: list[str] = []
+    files = render_all(spec, warnings)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.check:
+        diff = diff_tree(args.out, files)
+        if diff.clean:
+            print(f"generated files are up to date ({len(files)} files)")
+            return 0
+        print(diff.report(), file=sys.stderr)
+        print("generated files are stale: run `make generate` and commit the result", file=sys.stderr)
+        return 1
+    changed = write_tree(args.out, files)
+    print(f"wrote {len(changed)} changed file(s) of {len(files)}" + "".join(f"\n  {p}" for p in changed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

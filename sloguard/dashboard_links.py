@@ -1,0 +1,38 @@
+"""Where each alert's dashboard_url points: dashboard uid and panel id.
+
+The rule builders write these links; the dashboards builders create panels with exactly these ids, and a test
+checks every (uid, panel id) below exists in the generated dashboards. Change both sides together.
+"""
+from __future__ import annotations
+
+from sloguard import names
+
+SLO_OVERVIEW_UID = "sloguard-slo-overview"
+INCIDENT_UID = "sloguard-api-db-incident"
+
+# alert name (as in names.ALERT_ANCHORS) -> (dashboard uid, panel id)
+ALERT_PANELS: dict[str, tuple[str, int]] = {
+    "ErrorBudgetBurn": (SLO_OVERVIEW_UID, 4),          # burn-rate panel; every <Slo>ErrorBudgetBurn alert
+    "ApiLatencyP99High": (INCIDENT_UID, 2),
+    "AppDbPoolSaturated": (INCIDENT_UID, 4),
+    "AppDbPoolWaiters": (INCIDENT_UID, 4),
+    "PostgresConnectionsNearLimit": (INCIDENT_UID, 5),
+    "PostgresStatementSlow": (INCIDENT_UID, 6),
+    "PostgresStatementRegression": (INCIDENT_UID, 6),
+    "PostgresSeqScanLargeTable": (INCIDENT_UID, 7),
+    "PostgresMissingIndexSuspected": (INCIDENT_UID, 8),
+    "PostgresLockWaits": (INCIDENT_UID, 9),
+    "PostgresLongRunningTransaction": (INCIDENT_UID, 9),
+    "PostgresExporterDown": (INCIDENT_UID, 10),
+    "PgStatStatementsUnavailable": (INCIDENT_UID, 10),
+}
+
+
+def panel_for(alertname: str) -> tuple[str, int]:
+    key = names.BURN_RATE_ALERT_SUFFIX if alertname.endswith(names.BURN_RATE_ALERT_SUFFIX) else alertname
+    return ALERT_PANELS[key]
+
+
+def dashboard_url(grafana: str, alertname: str) -> str:
+    uid, panel = panel_for(alertname)
+    return f"{grafana.rstrip('/')}/d/{uid}?viewPanel={panel}"

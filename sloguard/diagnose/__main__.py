@@ -1,0 +1,99 @@
+"""`python -m sloguard.diagnose` (`make diagnose ARGS=...`): read-only diagnosis of a PostgreSQL-backed API.
+
+Exit 0: healthy. Exit 1: findings (ranked, most urgent first). Exit 2: could not run (the reason is printed).
+The DSN comes from --dsn or PG_DSN; the password is never printed. CREATE INDEX is printed, never run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import psycopg
+
+from sloguard.diagnose.collect import CannotDiagnose, DatabaseEvidence, collect, connect, describe_target
+from sloguard.diagnose.prom import PrometheusEvidence, collect_prometheus
+from sloguard.diagnose.rank import Finding, exit_code, rank
+from sloguard.diagnose.render import RENDERERS
+from sloguard.diagnose.thresholds import from_spec
+
+
+class Progress:
+    """`[3/7] top statements…` on stderr, rewritten in place; silent unless stderr is a terminal."""
+
+    STEPS = 7
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.n = enabled, 0
+
+    def __call__(self, step: str) -> None:
+        self.n += 1
+        if self.enabled:
+            sys.stderr.write(f"\r\033[K[{min(self.n, self.STEPS)}/{self.STEPS}] {step}…")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def diagnose(conn: psycopg.Connection, target: str, *, prometheus: str | None = None, spec: str = "slo.yaml",
+             migrations_table: str = "schema_migrations", min_live_rows: int | None = None,
+             progress=lambda step: None) -> tuple[DatabaseEvidence, PrometheusEvidence | None, list[Finding], list[str]]:
+    """Evidence and ranked findings from an open connection (tests pass their own to check it is left clean)."""
+    th, note = from_spec(spec)
+    if min_live_rows is not None:
+        from dataclasses import replace
+        th = replace(th, min_live_rows=min_live_rows)
+    db = collect(conn, target, th, migrations_table, progress)
+    prom = None
+    if prometheus:
+        progress("prometheus")
+        prom = collect_prometheus(prometheus, th)
+    return db, prom, rank(db, prom, th), [note] if note else []
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sloguard.diagnose", description=__doc__.splitlines()[0])
+    p.add_argument("--dsn", default=os.environ.get("PG_DSN"), help="libpq DSN or URL (default: $PG_DSN)")
+    p.add_argument("--prometheus", metavar="URL", help="e.g. http://127.0.0.1:9090: firing alerts, burn rates, pool")
+    p.add_argument("--format", choices=sorted(RENDERERS), default="text")
+    p.add_argument("--spec", default="slo.yaml", help="thresholds from its database: section (default: slo.yaml)")
+    p.add_argument("--migrations-table", default="schema_migrations")
+    p.add_argument("--min-live-rows", type=int, default=None,
+                   help="a table is large from this many rows (default: spec database.seq_scans.min_live_rows)")
+    a = p.parse_args(argv)
+    if not a.dsn:
+        print("diagnose: could not run: no database given. Fix: --dsn 'host=... dbname=... user=...' or set PG_DSN",
+              file=sys.stderr)
+        return 2
+    progress = Progress(a.format == "text" and sys.stderr.isatty())
+    started = time.monotonic()
+    try:
+        conn = connect(a.dsn)
+        try:
+            db, prom, findings, notes = diagnose(conn, describe_target(a.dsn), prometheus=a.prometheus, spec=a.spec,
+                                                 migrations_table=a.migrations_table,
+                                                 min_live_rows=a.min_live_rows, progress=progress)
+        finally:
+            conn.close()
+    except CannotDiagnose as e:
+        progress.done()
+        print(f"diagnose: could not run: {e}", file=sys.stderr)
+        return 2
+    except psycopg.Error as e:
+        progress.done()
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"diagnose: could not run: database error at {describe_target(a.dsn)}: {reason}", file=sys.stderr)
+        return 2
+    progress.done()
+    code = exit_code(findings)
+    notes.append(f"collected in {time.monotonic() - started:.1f} s")
+    print(RENDERERS[a.format](db, prom, findings, code, notes))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Read-only evidence from PostgreSQL: one connection, every transaction READ ONLY, bounded statement time.
+
+The SQL lives in sloguard.pginsight (shared with the exporter); index advice is pginsight.advisor (HypoPG).
+CREATE INDEX is never run here: the report prints it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+
+from sloguard.diagnose.thresholds import Thresholds
+from sloguard.pginsight import advisor
+from sloguard.pginsight import queries as q
+
+STATEMENT_TIMEOUT_MS = 10_000
+# pg_table_size() and EXPLAIN take ACCESS SHARE locks: behind a migration's ACCESS EXCLUSIVE lock they would hang,
+# in exactly the incident diagnose is run for. Give up on that step after 1 s and say so.
+LOCK_TIMEOUT_MS = 1_000
+# pginsight reads the top N of all databases (no text: cheap); we keep this database's first TOP_STATEMENTS.
+READ_STATEMENTS = 1000
+TOP_STATEMENTS = 50
+ADVISE_STATEMENTS = 15     # statements given to the index advisor, by total time
+
+# Blockers of lock waiters: who they are and how long they hold, never their query text (it can hold secrets).
+BLOCKERS_SQL = """
+SELECT pid, coalesce(usename, ''), coalesce(application_name, ''), coalesce(state, ''),
+       extract(epoch FROM now() - xact_start)::float8, pg_blocking_pids(pid), query_id
+FROM pg_stat_activity WHERE pid = ANY(%(pids)s)
+"""
+
+
+_LOCKED = ("{step} skipped: a table is locked exclusively (waited {lock_timeout} s); see Lock waits and "
+           "Blocking sessions").replace("{lock_timeout}", str(LOCK_TIMEOUT_MS / 1000))
+
+
+class CannotDiagnose(Exception):
+    """Diagnose could not run (exit 2); the message is the reason and the fix."""
+
+
+@dataclass(frozen=True)
+class Blocker:
+    pid: int
+    user: str
+    application: str
+    state: str
+    transaction_seconds: float | None
+    blocked_by: tuple[int, ...]
+    query_id: int | None
+
+
+@dataclass
+class DatabaseEvidence:
+    target: str                                   # host:port/dbname, never the password
+    server_version: str = ""
+    database: str = ""
+    hypopg: bool = False
+    max_connections: int = 0
+    reserved_connections: int = 0
+    connections: list[q.ConnectionCount] = field(default_factory=list)
+    statements: list[q.StatementStat] = field(default_factory=list)     # this database, by total time
+    tables: list[q.TableStat] = field(default_factory=list)
+    suggestions: list[advisor.IndexSuggestion] = field(default_factory=list)
+    lock_waiters: list[q.LockWaiter] = field(default_factory=list)
+    blockers: dict[int, Blocker] = field(default_factory=dict)
+    transactions: list[q.OldestTransaction] = field(default_factory=list)
+    migration: q.Migration | None = None
+    notes: list[str] = field(default_factory=list)
+    collected_at: datetime | None = None
+
+
+def describe_target(dsn: str) -> str:
+    """host:port/dbname from a DSN or URL: what the report may show (no user, no password)."""
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "(unparsable DSN)"
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', '5432')}/{parts.get('dbname', '')}"
+
+
+def connect(dsn: str, connect_timeout: int = 5) -> psycopg.Connection:
+    try:
+        return psycopg.connect(
+            dsn, autocommit=True, connect_timeout=connect_timeout, application_name="sloguard-diagnose",
+            options=(f"-c default_transaction_read_only=on -c statement_timeout={STATEMENT_TIMEOUT_MS} "
+                     f"-c lock_timeout={LOCK_TIMEOUT_MS}"))
+    except psycopg.ProgrammingError as e:
+        raise CannotDiagnose("the DSN is not valid: check --dsn / PG_DSN "
+                             "(e.g. host=db port=5432 dbname=app user=monitor)") from e
+    except psycopg.OperationalError as e:
+        # libpq messages name host and port, never the password
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise CannotDiagnose(f"database unreachable at {describe_target(dsn)}: {reason}") from e
+
+
+def collect(conn: psycopg.Connection, target: str, th: Thresholds, migrations_table: str = "schema_migrations",
+            progress: Callable[[str], None] = lambda step: None) -> DatabaseEvidence:
+    ev = DatabaseEvidence(target=target)
+    progress("capabilities")
+    caps = q.capabilities(conn)
+    ev.server_version, ev.database, ev.hypopg = caps.server_version, caps.database, caps.hypopg is not None
+    try:
+        caps.require_stats_visibility("statements and sessions")
+    except q.MissingPrivilege as e:
+        raise CannotDiagnose(str(e)) from e
+    ev.collected_at = conn.execute("SELECT now()").fetchone()[0]
+
+    progress("connections")
+    settings = q.connection_settings(conn)
+    ev.max_connections, ev.reserved_connections = settings.max_connections, settings.superuser_reserved_connections
+    ev.connections = q.connections(conn)
+
+    progress("top statements")
+    try:
+        stats = q.top_statements(conn, READ_STATEMENTS, caps)
+    except q.ExtensionMissing as e:
+        raise CannotDiagnose(f"extension missing: {e}") from e
+    mine = [s for s in stats if s.datname == caps.database][:TOP_STATEMENTS]
+    texts = q.statement_texts(conn, [s.queryid for s in mine])
+    ev.statements = [_with_text(s, texts.get(s.queryid)) for s in mine]
+
+    progress("tables")
+    try:
+        ev.tables = q.table_stats(conn, 50)
+    except psycopg.errors.LockNotAvailable:
+        ev.notes.append(_LOCKED.format(step="table sizes"))
+
+    progress("index advice (HypoPG)" if ev.hypopg else "index advice")
+    if not ev.hypopg:
+        ev.notes.append("hypopg is not installed in this database: index candidates are unverified "
+                        "(a superuser can run `CREATE EXTENSION hypopg;` — diagnose never creates it)")
+    candidates = [s for s in ev.statements if s.query][:ADVISE_STATEMENTS]
+    try:
+        ev.suggestions = advisor.suggest_for_statements(conn, candidates, use_hypopg=ev.hypopg,
+                                                        limit=ADVISE_STATEMENTS, min_live_rows=th.min_live_rows)
+    except psycopg.errors.LockNotAvailable:
+        ev.notes.append(_LOCKED.format(step="index advice"))
+    if ev.hypopg:   # belt and braces: the advisor resets, and HypoPG indexes die with this session anyway
+        conn.execute("SELECT hypopg_reset()")
+
+    progress("locks and transactions")
+    ev.lock_waiters = [w for w in q.lock_waiters(conn) if w.datname == caps.database]
+    blocker_pids = sorted({p for w in ev.lock_waiters for p in w.blocking_pids})
+    ev.blockers = _blockers(conn, blocker_pids)
+    ev.transactions = [t for t in q.oldest_transactions(conn) if t.datname == caps.database]
+
+    progress("migrations")
+    try:
+        ev.migration = q.last_migration(conn, migrations_table)
+    except (ValueError, psycopg.Error) as e:
+        ev.notes.append(f"migrations table {migrations_table}: {str(e).splitlines()[0]}")
+    if ev.migration is None:
+        ev.notes.append(f"no migrations found in table {migrations_table} (use --migrations-table)")
+    return ev
+
+
+def _with_text(s: q.StatementStat, text: str | None) -> q.StatementStat:
+    from dataclasses import replace
+    return replace(s, query=text)
+
+
+def _blockers(conn: psycopg.Connection, pids: list[int]) -> dict[int, Blocker]:
+    """Blockers, and the blockers of blockers (chains), bounded to 3 hops."""
+    found: dict[int, Blocker] = {}
+    todo = list(pids)
+    for _ in range(3):
+        todo = [p for p in todo if p not in found]
+        if not todo:
+            break
+        for r in conn.execute(BLOCKERS_SQL, {"pids": todo}):
+            found[r[0]] = Blocker(r[0], r[1], r[2], r[3], r[4], tuple(r[5] or ()), r[6])
+        todo = [p for b in found.values() for p in b.blocked_by]
+    return found

@@ -1,0 +1,189 @@
+"""Evidence -> ranked findings. critical/warning findings make the exit code 1; info is context only.
+
+Rank: severity first, then a per-kind weight (the actionable cause before its symptoms), then size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sloguard.diagnose.collect import DatabaseEvidence
+from sloguard.diagnose.prom import PrometheusEvidence
+from sloguard.diagnose.thresholds import Thresholds
+
+SEVERITIES = ("critical", "warning", "info")
+# The missing index is the cause; slow statements, seq scans and the pool are what it causes.
+KIND_WEIGHT = {"alert": 100, "pool": 95, "connections": 90, "missing_index": 85, "lock_wait": 80,
+               "slow_statement": 70, "seq_scan": 60, "long_transaction": 50, "burn_rate": 40, "migration": 10}
+PGHERO_INDEX_SHARE = 0.95    # a large table whose scans are < 95% index scans is "read by seq scans"
+SLOW_MIN_CALLS = 20          # one-off statements (seeding, ANALYZE, a migration) are not the app's hot path
+
+
+@dataclass
+class Finding:
+    kind: str
+    severity: str
+    title: str                 # one line, names the object (table, statement, pid)
+    detail: str = ""
+    action: str = ""           # what to run or check next
+    score: float = 0.0         # size within the same kind (seconds, rows, ratio)
+    data: dict = field(default_factory=dict)
+    action_is_sql: bool = False   # markdown puts it in a ```sql block
+
+    def sort_key(self) -> tuple:
+        return (SEVERITIES.index(self.severity), -KIND_WEIGHT.get(self.kind, 0), -self.score)
+
+
+def concurrent_ddl(ddl: str) -> str:
+    """The exact statements to run: bounded lock wait, no statement timeout for the build, CONCURRENTLY."""
+    ddl = ddl.strip().rstrip(";")
+    if "CONCURRENTLY" not in ddl.upper():
+        ddl = ddl.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY", 1)
+    return f"SET lock_timeout = '5s'; SET statement_timeout = 0; {ddl};"
+
+
+def _short(sql: str | None, width: int = 160) -> str:
+    text = " ".join((sql or "(text not available)").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def connection_findings(db: DatabaseEvidence, th: Thresholds) -> list[Finding]:
+    usable = max(db.max_connections - db.reserved_connections, 1)
+    used = sum(c.count for c in db.connections)
+    ratio = used / usable
+    waiting = sum(c.count for c in db.connections if c.wait_event_type == "Lock")
+    sev = "critical" if ratio >= 0.95 else "warning" if ratio >= th.connections_ratio else "info"
+    return [Finding("connections", sev, f"PostgreSQL connections {used}/{usable} ({ratio:.0%} of usable)",
+                    f"max_connections={db.max_connections}, superuser_reserved={db.reserved_connections}, "
+                    f"waiting on locks: {waiting}; alert threshold {th.connections_ratio:.0%}",
+                    "find who holds them: pg_stat_activity by application_name and state" if sev != "info" else "",
+                    ratio, {"used": used, "usable": usable, "ratio": ratio})]
+
+
+def statement_findings(db: DatabaseEvidence, th: Thresholds) -> list[Finding]:
+    out = []
+    for s in db.statements:
+        if s.mean_exec_seconds >= th.slow_mean_seconds and s.calls >= SLOW_MIN_CALLS:
+            out.append(Finding(
+                "slow_statement", "warning", f"slow statement {s.queryid}: mean {s.mean_exec_seconds * 1000:.0f} ms",
+                f"{_short(s.query)} — {s.calls} calls, {s.total_exec_seconds:.1f} s total, "
+                f"max {s.max_exec_seconds * 1000:.0f} ms (threshold {th.slow_mean_seconds * 1000:.0f} ms)",
+                "see the candidate index below, or EXPLAIN (ANALYZE, BUFFERS) it",
+                s.total_exec_seconds, {"queryid": s.queryid}))
+    return out
+
+
+def table_findings(db: DatabaseEvidence, th: Thresholds) -> list[Finding]:
+    out = []
+    for t in db.tables:
+        scans = t.seq_scan + t.idx_scan
+        # at least one full table's worth of rows read sequentially: a scan that found the table empty is no sign
+        if (t.live_rows < th.min_live_rows or t.seq_tup_read < t.live_rows
+                or t.idx_scan / max(scans, 1) >= PGHERO_INDEX_SHARE):
+            continue
+        out.append(Finding(
+            "seq_scan", "warning", f"large table {t.schemaname}.{t.relname} read by sequential scans",
+            f"{t.live_rows:,} live rows, {t.seq_scan:,} seq scans read {t.seq_tup_read:,} rows, "
+            f"{t.idx_scan:,} index scans ({t.idx_scan / max(scans, 1):.0%} of scans)",
+            "see the candidate index for the statements filtering this table", float(t.seq_tup_read),
+            {"table": f"{t.schemaname}.{t.relname}"}))
+    return out
+
+
+def index_findings(db: DatabaseEvidence) -> list[Finding]:
+    texts = {s.queryid: s for s in db.statements}
+    out = []
+    for sug in db.suggestions:
+        stmt = texts.get(sug.queryid)
+        cost = (f"plan cost {sug.cost_before:,.0f} -> {sug.cost_after:,.2f} with HypoPG"
+                if sug.verified and sug.cost_after is not None else f"plan cost {sug.cost_before:,.0f}, "
+                "unverified (no HypoPG)")
+        detail = f"{cost}; statement {sug.queryid}: {_short(stmt.query if stmt else None)}"
+        if stmt:
+            detail += f" ({stmt.calls} calls, mean {stmt.mean_exec_seconds * 1000:.1f} ms)"
+        gain = sug.cost_before / max(sug.cost_after or sug.cost_before, 0.01)
+        out.append(Finding("missing_index", "warning",
+                           f"missing index on {sug.schemaname}.{sug.relname} ({', '.join(sug.columns)})",
+                           detail, concurrent_ddl(sug.ddl), gain,
+                           {"table": f"{sug.schemaname}.{sug.relname}", "columns": list(sug.columns),
+                            "queryid": sug.queryid, "verified": sug.verified, "cost_before": sug.cost_before,
+                            "cost_after": sug.cost_after, "ddl": concurrent_ddl(sug.ddl)}, action_is_sql=True))
+    return out
+
+
+def lock_findings(db: DatabaseEvidence, th: Thresholds) -> list[Finding]:
+    out = []
+    for w in db.lock_waiters:
+        chain = [str(w.pid)]
+        seen = {w.pid}
+        nxt = list(w.blocking_pids)
+        while nxt and len(chain) < 6:   # follow the first blocker: the chain a human reads
+            pid = nxt[0]
+            if pid in seen:
+                break
+            seen.add(pid)
+            b = db.blockers.get(pid)
+            desc = f"{pid}" + (f" ({b.user}, {b.application or 'no app'}, {b.state}, in transaction "
+                               f"{b.transaction_seconds or 0:.0f} s)" if b else "")
+            chain.append(desc)
+            nxt = list(b.blocked_by) if b else []
+        # a wait under a second is normal traffic; many waiters at once is the incident's shape
+        sev = ("critical" if len(db.lock_waiters) >= th.lock_waiting_sessions
+               else "warning" if w.waiting_seconds >= 1 else "info")
+        out.append(Finding("lock_wait", sev, f"pid {w.pid} waits {w.waiting_seconds:.0f} s on a lock",
+                           "blocking chain: " + " <- blocked by ".join(chain),
+                           f"SELECT pg_terminate_backend({chain[-1].split()[0]});  -- only if the root blocker is stuck",
+                           w.waiting_seconds, {"pid": w.pid, "blocking_pids": list(w.blocking_pids)},
+                           action_is_sql=True))
+    return out
+
+
+def transaction_findings(db: DatabaseEvidence, th: Thresholds) -> list[Finding]:
+    return [Finding("long_transaction", "warning", f"transaction open for {t.age_seconds:.0f} s in {t.datname}",
+                    f"{t.open_transactions} open transaction(s); threshold {th.long_transaction_seconds:.0f} s",
+                    "pg_stat_activity WHERE xact_start < now() - interval '5 minutes': commit or terminate",
+                    t.age_seconds, {"age_seconds": t.age_seconds})
+            for t in db.transactions if t.age_seconds >= th.long_transaction_seconds]
+
+
+def migration_findings(db: DatabaseEvidence) -> list[Finding]:
+    if db.migration is None:
+        return []
+    m = db.migration
+    ago = (db.collected_at - m.applied_at).total_seconds() if db.collected_at else None
+    when = f" ({ago / 60:.0f} min before this report)" if ago is not None and ago >= 0 else ""
+    return [Finding("migration", "info", f"latest migration {m.version} applied {m.applied_at:%Y-%m-%d %H:%M:%S %Z}"
+                    f"{when}", "a regression that started right after it points at it", "",
+                    0.0, {"version": m.version, "applied_at": m.applied_at.isoformat()})]
+
+
+def prometheus_findings(prom: PrometheusEvidence | None, th: Thresholds) -> list[Finding]:
+    if prom is None or prom.error:
+        return []
+    out = [Finding("alert", "critical" if a.severity == "critical" else "warning" if a.severity == "warning"
+                   else "info", f"alert {a.name} firing since {a.active_since}", a.summary, "", 0.0,
+                   {"labels": a.labels}) for a in prom.alerts]
+    for b in prom.burn_rates:
+        burn = round(b.burn_rate, 6)   # 0.0144 / 0.001 is 14.399999999999999 in floats
+        sev = "critical" if burn >= round(th.page_burn_rate, 6) else "warning" if burn >= 1 else "info"
+        out.append(Finding("burn_rate", sev, f"SLO {b.slo} burning its error budget at {b.burn_rate:.1f}x",
+                           f"5m error ratio {b.error_ratio_5m:.4f}, budget {b.error_budget:.4f}", "", b.burn_rate,
+                           {"slo": b.slo, "burn_rate": b.burn_rate}))
+    if prom.pool_in_use is not None and prom.pool_max:
+        ratio = prom.pool_in_use / prom.pool_max
+        waiting = prom.pool_waiting or 0
+        sev = "critical" if ratio >= th.pool_ratio or waiting > th.pool_max_waiting else "info"
+        out.append(Finding("pool", sev, f"application pool {prom.pool_in_use:.0f}/{prom.pool_max:.0f} in use "
+                           f"({ratio:.0%}), {waiting:.0f} waiting", f"threshold {th.pool_ratio:.0%}, "
+                           f"max waiting {th.pool_max_waiting:g}", "", ratio, {"ratio": ratio, "waiting": waiting}))
+    return out
+
+
+def rank(db: DatabaseEvidence, prom: PrometheusEvidence | None, th: Thresholds) -> list[Finding]:
+    found = (connection_findings(db, th) + statement_findings(db, th) + table_findings(db, th)
+             + index_findings(db) + lock_findings(db, th) + transaction_findings(db, th) + migration_findings(db)
+             + prometheus_findings(prom, th))
+    return sorted(found, key=Finding.sort_key)
+
+
+def exit_code(findings: list[Finding]) -> int:
+    return 1 if any(f.severity in ("critical", "warning") for f in findings) else 0

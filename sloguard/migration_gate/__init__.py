@@ -1,0 +1,1 @@
+"""Migration safety gate: squawk lint + query-plan gate on a throwaway, realistically seeded PostgreSQL."""

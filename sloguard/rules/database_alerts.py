@@ -1,0 +1,122 @@
+"""Cause and symptom alerts around the database, driven by the spec's `database` section.
+
+Burn-rate pages are right for the budget but slow for a cliff (the latency page needs ~19 min on the 2024-01-15
+incident); these short-window alerts on the pool, the statements and the tables are what make detection fast.
+Metric names come from sloguard.names (the exporter's contract).
+"""
+from __future__ import annotations
+
+from sloguard import model, names, promql
+from sloguard.rules.common import link_annotations
+
+STATEMENT_MEAN_5M = "sloguard:pg_statement_mean_seconds:rate5m"
+STATEMENT_MEAN_BASELINE = "sloguard:pg_statement_mean_seconds:rate1h_offset5m"
+STATEMENT_CALLS_5M = "sloguard:pg_statement_calls:rate5m"
+EXPORTER_DOWN_FOR = "5m"
+STATEMENTS_UNAVAILABLE_FOR = "10m"
+
+
+def _job(spec: model.Spec, metric: str, extra: str = "") -> str:
+    return f'{metric}{{job="{spec.database.exporter_job}"{extra}}}'
+
+
+def build_database_recordings(spec: model.Spec) -> list[dict]:
+    """Per-statement mean execution time (recent and baseline) and call rate, from pg_stat_statements counters."""
+    ex, calls = _job(spec, names.STATEMENT_EXEC_SECONDS), _job(spec, names.STATEMENT_CALLS)
+    return [
+        {"record": STATEMENT_CALLS_5M, "expr": f"rate({calls}[5m])", "labels": dict(spec.labels)},
+        {"record": STATEMENT_MEAN_5M, "expr": f"rate({ex}[5m])\n/\nrate({calls}[5m]) > 0", "labels": dict(spec.labels)},
+        # the hour before the recent 5m window, so a regression is compared with its own past, not with itself
+        {"record": STATEMENT_MEAN_BASELINE, "expr": f"rate({ex}[1h] offset 5m)\n/\nrate({calls}[1h] offset 5m) > 0",
+         "labels": dict(spec.labels)},
+    ]
+
+
+def _alert(spec: model.Spec, name: str, expr: str, for_: str, severity: str, summary: str, description: str) -> dict:
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": for_,
+        "labels": {**spec.labels, "severity": severity},
+        "annotations": {"summary": summary, "description": description, **link_annotations(spec, name)},
+    }
+
+
+def build_database_alerts(spec: model.Spec) -> list[dict]:
+    db, n = spec.database, promql.fmt_number
+    job = db.exporter_job
+    p99 = db.latency_p99
+    bucket = promql.with_suffix(p99.metric, "_bucket")
+    pool = db.pool
+    conn_on = "on (job, instance)"
+    ss = db.slow_statements
+    stmt_keys = "{{ $labels.datname }} queryid {{ $labels.queryid }} (user {{ $labels.user }})"
+    table = "{{ $labels.datname }}.{{ $labels.schemaname }}.{{ $labels.relname }}"
+    return [
+        _alert(spec, "ApiLatencyP99High",
+               f"histogram_quantile(0.99, sum by (le) (rate({bucket}[5m]))) > {n(p99.threshold)}",
+               p99.for_.text, "critical", "API p99 latency is above its threshold.",
+               f"p99 latency over 5m is {{{{ $value | humanizeDuration }}}} (threshold {n(p99.threshold)}s). "
+               "Check the pool and slow-statement alerts for the cause."),
+        _alert(spec, "AppDbPoolSaturated",
+               f"{pool.in_use}\n/\n{pool.max}\n> {n(pool.saturation_ratio)}",
+               pool.for_.text, "critical", "The application database connection pool is nearly exhausted.",
+               f"{{{{ $labels.instance }}}} uses {{{{ $value | humanizePercentage }}}} of its pool "
+               f"(threshold {n(pool.saturation_ratio * 100)}%). Requests will queue then time out."),
+        _alert(spec, "AppDbPoolWaiters",
+               f"{pool.waiting} > {n(pool.max_waiting)}",
+               pool.for_.text, "warning", "Requests are waiting for a database connection.",
+               f"{{{{ $value }}}} requests wait for a pool connection on {{{{ $labels.instance }}}} "
+               f"(threshold {n(pool.max_waiting)})."),
+        _alert(spec, "PostgresConnectionsNearLimit",
+               f"sum by (job, instance) ({_job(spec, names.CONNECTIONS)})\n/ {conn_on}\n"
+               f"({_job(spec, names.MAX_CONNECTIONS)} - {conn_on} {_job(spec, names.SUPERUSER_RESERVED_CONNECTIONS)})\n"
+               f"> {n(db.connections.saturation_ratio)}",
+               db.connections.for_.text, "warning", "PostgreSQL connections are close to the usable limit.",
+               "{{ $labels.instance }} uses {{ $value | humanizePercentage }} of max_connections - "
+               f"superuser_reserved_connections (threshold {n(db.connections.saturation_ratio * 100)}%)."),
+        _alert(spec, "PostgresStatementSlow",
+               f'{STATEMENT_MEAN_5M}{{job="{job}"}} > {n(ss.mean_seconds)}\n'
+               f'and\n{STATEMENT_CALLS_5M}{{job="{job}"}} > {n(ss.min_calls_per_second)}',
+               ss.for_.text, "warning", "A frequent PostgreSQL statement is slow.",
+               f"Statement {stmt_keys} takes {{{{ $value | humanizeDuration }}}} on average over 5m "
+               f"(threshold {n(ss.mean_seconds)}s)."),
+        _alert(spec, "PostgresStatementRegression",
+               f'{STATEMENT_MEAN_5M}{{job="{job}"}}\n> {n(ss.regression_factor)} * {STATEMENT_MEAN_BASELINE}{{job="{job}"}}\n'
+               f'and\n{STATEMENT_CALLS_5M}{{job="{job}"}} > {n(ss.min_calls_per_second)}',
+               ss.for_.text, "warning", "A PostgreSQL statement became much slower than in the past hour.",
+               f"Statement {stmt_keys} now takes {{{{ $value | humanizeDuration }}}} on average, more than "
+               f"{n(ss.regression_factor)}x its mean over the previous hour. A deploy or migration changed its plan?"),
+        _alert(spec, "PostgresSeqScanLargeTable",
+               f"rate({_job(spec, names.TABLE_SEQ_TUP_READ)}[5m]) > {n(db.seq_scans.rows_read_per_second)}\n"
+               f"and on (job, instance, datname, schemaname, relname)\n"
+               f"{_job(spec, names.TABLE_LIVE_ROWS)} >= {db.seq_scans.min_live_rows}",
+               db.seq_scans.for_.text, "warning", "A large table is being read by sequential scans.",
+               f"{table} is seq-scanned at {{{{ $value | humanize }}}} rows/s "
+               f"(threshold {n(db.seq_scans.rows_read_per_second)}); a filter column probably lacks an index."),
+        _alert(spec, "PostgresMissingIndexSuspected",
+               f"{_job(spec, names.MISSING_INDEX)} == 1",
+               db.seq_scans.for_.text, "warning", "A frequent statement would be much cheaper with an index.",
+               f"Statement {{{{ $labels.queryid }}}} on {table} filters on ({{{{ $labels.columns }}}}) "
+               "without an index. Proposed: {{ $labels.index }}"),
+        _alert(spec, "PostgresLockWaits",
+               f"{_job(spec, names.LOCK_WAITING_SESSIONS)} > {db.lock_waits.max_waiting_sessions}",
+               db.lock_waits.for_.text, "warning", "PostgreSQL sessions are waiting for locks.",
+               f"{{{{ $value }}}} sessions wait for a lock in {{{{ $labels.datname }}}} "
+               f"(threshold {db.lock_waits.max_waiting_sessions})."),
+        _alert(spec, "PostgresLongRunningTransaction",
+               f"{_job(spec, names.OLDEST_TRANSACTION_SECONDS)} > {n(db.long_transactions.max_seconds)}",
+               db.long_transactions.for_.text, "warning", "A PostgreSQL transaction has been open for too long.",
+               f"The oldest transaction in {{{{ $labels.datname }}}} has run for {{{{ $value | humanizeDuration }}}} "
+               f"(threshold {n(db.long_transactions.max_seconds)}s); it holds locks and blocks vacuum."),
+        _alert(spec, "PostgresExporterDown",
+               f'up{{job="{job}"}} == 0\nor\n{_job(spec, names.PG_UP)} == 0\nor\nabsent(up{{job="{job}"}})',
+               EXPORTER_DOWN_FOR, "warning", "The PostgreSQL exporter or its database is unreachable.",
+               f"Prometheus cannot scrape job {job} (instance {{{{ $labels.instance }}}}), or the exporter cannot "
+               "reach PostgreSQL: every database alert is blind until it is back."),
+        _alert(spec, "PgStatStatementsUnavailable",
+               f'{_job(spec, names.COLLECTOR_SUCCESS, ",collector=" + chr(34) + "statements" + chr(34))} == 0',
+               STATEMENTS_UNAVAILABLE_FOR, "warning", "pg_stat_statements cannot be read.",
+               "The statements collector of {{ $labels.instance }} fails: slow-statement alerts are blind. "
+               "Is pg_stat_statements in shared_preload_libraries and the extension created?"),
+    ]

@@ -1,0 +1,30 @@
+"""Assemble every rule group from the spec. Groups hold at most 20 rules (mixtool lint)."""
+from __future__ import annotations
+
+from sloguard import model
+from sloguard.rules.burn_alerts import build_burn_alerts
+from sloguard.rules.database_alerts import build_database_alerts, build_database_recordings
+from sloguard.rules.slo_recording import build_slo_recordings
+
+MAX_GROUP_RULES = 20
+
+
+def _chunked(name: str, rules: list[dict]) -> list[dict]:
+    if len(rules) <= MAX_GROUP_RULES:
+        return [{"name": name, "rules": rules}] if rules else []
+    return [{"name": f"{name}-{i // MAX_GROUP_RULES + 1}", "rules": rules[i:i + MAX_GROUP_RULES]}
+            for i in range(0, len(rules), MAX_GROUP_RULES)]
+
+
+def build_groups(spec: model.Spec) -> tuple[list[dict], list[str]]:
+    """(groups, warnings). Pure: same spec, same groups."""
+    groups, warnings = [], []
+    for slo in spec.slos:
+        # One group per SLO, recordings first: rules in a group run in order, so an alert always reads the ratios
+        # of the same evaluation (separate groups run on independent timers and may lag by one interval).
+        alerts, warns = build_burn_alerts(spec, slo)
+        groups += _chunked(f"sloguard-slo-{spec.service}-{slo.name}", build_slo_recordings(spec, slo) + alerts)
+        warnings += warns
+    groups += _chunked("sloguard-database-recordings", build_database_recordings(spec))
+    groups += _chunked("sloguard-database-alerts", build_database_alerts(spec))
+    return groups, warnings

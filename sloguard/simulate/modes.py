@@ -1,0 +1,33 @@
+"""Simulation modes: scale, load and timings. Flags override any field (see __main__)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Mode:
+    name: str
+    users: int                 # rows in `users` (orders: 2 per user)
+    rate: float                # requests per second, open loop
+    pool_size: int             # the demo API's connection pool
+    request_timeout: float     # seconds before the API answers 504
+    max_connections: int       # PostgreSQL's, small so the connections alert has something to say
+    time_factor: float         # rule time compression (configs.py)
+    keep_ticket_tier: bool     # ticket burn-rate alerts need minutes to clear even compressed
+    healthy_s: float           # healthy traffic before the migration
+    max_degraded_s: float      # give up waiting for the alerts after this long
+    settle_s: float            # after the page and a database alert fire, let the others catch up
+    max_recovery_s: float      # give up waiting for every alert to resolve after this long
+    scrape_interval: str = "1s"
+    exporter_interval: str = "2s"
+    min_range_ms: int = 6000   # no PromQL range below 3 exporter scrapes
+
+
+MODES = {
+    "quick": Mode("quick", users=300_000, rate=80, pool_size=10, request_timeout=1.5, max_connections=20,
+                  time_factor=60, keep_ticket_tier=False, healthy_s=25, max_degraded_s=100, settle_s=8,
+                  max_recovery_s=75),
+    "default": Mode("default", users=1_000_000, rate=100, pool_size=10, request_timeout=2.0, max_connections=20,
+                    time_factor=120, keep_ticket_tier=True, healthy_s=60, max_degraded_s=200, settle_s=30,
+                    max_recovery_s=300),
+}

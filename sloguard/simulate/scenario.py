@@ -1,0 +1,191 @@
+"""The replay: healthy traffic -> migration -> degradation -> alerts -> diagnose -> CREATE INDEX CONCURRENTLY ->
+recovery. Every step is timed on the wall clock (Unix seconds) so the report can place it on the chart."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import pglast
+import psycopg
+
+from sloguard.scenario_data import LOGIN_QUERY
+from sloguard.simulate import seed
+from sloguard.simulate.promapi import AlertTimeline
+from sloguard.simulate.stack import Stack
+
+SLO_BURN_SUFFIX = "ErrorBudgetBurn"
+# Alerts that name the cause (the database), as opposed to the symptom (the SLOs, p99, the pool).
+DATABASE_ALERTS = ("PostgresSeqScanLargeTable", "PostgresMissingIndexSuspected", "PostgresStatementSlow",
+                   "PostgresStatementRegression")
+
+
+@dataclass
+class Marks:
+    start: float = 0.0
+    load_start: float = 0.0
+    migration: float = 0.0
+    detected: float = 0.0
+    diagnose_start: float = 0.0
+    diagnose_end: float = 0.0
+    fix_start: float = 0.0
+    fix_end: float = 0.0
+    recovered: float = 0.0
+    end: float = 0.0
+
+
+@dataclass
+class Outcome:
+    marks: Marks = field(default_factory=Marks)
+    seed_seconds: float = 0.0
+    diagnose_exit: int | None = None
+    diagnose_findings: list[dict] = field(default_factory=list)
+    recommended: dict | None = None           # the missing_index finding that was applied
+    fix_sql: str = ""
+    plan_before_fix: str = ""
+    plan_after_fix: str = ""
+    missing_index_evidence: list[dict] = field(default_factory=list)   # exporter series labels, from Prometheus
+    all_resolved: bool = False
+    unresolved: list[str] = field(default_factory=list)
+    loadgen_summary: str = ""
+
+
+def login_plan(dsn: str) -> str:
+    """EXPLAIN of the login query with a sample value: a plan line per row."""
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+        rows = conn.execute("EXPLAIN " + LOGIN_QUERY, ("user42@example.com",)).fetchall()
+    return "\n".join(r[0] for r in rows)
+
+
+class Scenario:
+    def __init__(self, stack: Stack, timeline: AlertTimeline, say=print):
+        self.stack, self.timeline, self.say = stack, timeline, say
+        self.out = Outcome()
+        self.mode = stack.mode
+
+    # --- helpers ---
+    def _tick(self, seconds: float) -> None:
+        """Poll the alert APIs once a second for `seconds`, printing what changed; fail fast if a child died."""
+        end = time.time() + seconds
+        while True:
+            for line in self.timeline.poll():
+                self.say(f"  +{time.time() - self.out.marks.start:6.1f}s {line}")
+            self.stack.procs.check_alive()
+            left = end - time.time()
+            if left <= 0:
+                return
+            time.sleep(min(1.0, left))
+
+    def _wait(self, condition, max_s: float) -> bool:
+        deadline = time.time() + max_s
+        while time.time() < deadline:
+            self._tick(1.0)
+            if condition():
+                return True
+        return False
+
+    def _firing_names(self) -> set[str]:
+        return {r.alertname for r in self.timeline.firing()}
+
+    def _page_and_database_firing(self) -> bool:
+        firing = self.timeline.firing()
+        page = any(r.alertname.endswith(SLO_BURN_SUFFIX) and r.severity == "critical" for r in firing)
+        return page and bool(self._firing_names() & set(DATABASE_ALERTS))
+
+    # --- phases ---
+    def healthy(self) -> None:
+        m = self.out.marks
+        total = self.mode.healthy_s + self.mode.max_degraded_s + self.mode.settle_s + self.mode.max_recovery_s + 120
+        self.stack.start_load(total)
+        m.load_start = time.time()
+        self.say(f"healthy traffic: {self.mode.rate:g} req/s for {self.mode.healthy_s:g}s "
+                 f"(login by email+status, 5% recent-orders join)")
+        self._tick(self.mode.healthy_s)
+
+    def migrate(self) -> None:
+        self.out.plan_before_fix = ""
+        self.out.marks.migration = time.time()
+        self.stack.cluster.psql(seed.migration_sql(), "app")
+        self.say(f"migration {seed.MIGRATION_VERSION} applied: ADD COLUMN user_preferences, "
+                 f"index {seed.EMAIL_INDEX} lost")
+        self.out.plan_before_fix = login_plan(self.stack.dsn())
+        self.say("  login query plan now: " + self.out.plan_before_fix.splitlines()[0])
+
+    def degrade(self) -> None:
+        self.say(f"waiting for the page and a database alert (at most {self.mode.max_degraded_s:g}s)")
+        if self._wait(self._page_and_database_firing, self.mode.max_degraded_s):
+            self.out.marks.detected = time.time()
+            self.say(f"detected {self.out.marks.detected - self.out.marks.migration:.0f}s after the migration; "
+                     f"letting the other alerts catch up for {self.mode.settle_s:g}s")
+            self._tick(self.mode.settle_s)
+        else:
+            self.say("the page and a database alert did not both fire in time; diagnosing anyway")
+        self.out.missing_index_evidence = [
+            s["metric"] for s in self.stack.prometheus.query('sloguard_pg_missing_index_suspect == 1')]
+
+    def diagnose(self) -> None:
+        m = self.out.marks
+        m.diagnose_start = time.time()
+        proc = subprocess.run(
+            [sys.executable, "-m", "sloguard.diagnose", "--dsn", self.stack.dsn(), "--format", "json",
+             "--prometheus", self.stack.url("prometheus")],
+            cwd=self.stack.repo, capture_output=True, text=True, timeout=120)
+        m.diagnose_end = time.time()
+        self.out.diagnose_exit = proc.returncode
+        try:
+            doc = json.loads(proc.stdout)
+        except json.JSONDecodeError as exc:
+            raise RuntimeError(f"diagnose exit {proc.returncode}, output is not JSON: {proc.stderr[-800:]}") from exc
+        self.out.diagnose_findings = doc.get("findings", [])
+        candidates = [f for f in self.out.diagnose_findings if f.get("kind") == "missing_index"]
+        self.say(f"diagnose: exit {proc.returncode} in {m.diagnose_end - m.diagnose_start:.1f}s, "
+                 f"{len(self.out.diagnose_findings)} findings, {len(candidates)} missing-index recommendation(s)")
+        for f in self.out.diagnose_findings[:5]:
+            self.say(f"  [{f.get('severity')}] {f.get('title')}")
+        if candidates:
+            self.out.recommended = candidates[0]
+            self.out.fix_sql = candidates[0].get("action") or candidates[0].get("data", {}).get("ddl", "")
+
+    def fix(self) -> None:
+        if not self.out.fix_sql:
+            self.say("no index recommended: nothing to apply (the report will say so)")
+            return
+        m = self.out.marks
+        m.fix_start = time.time()
+        self.say(f"applying the recommended fix: {self.out.fix_sql}")
+        # CREATE INDEX CONCURRENTLY cannot run inside a transaction block: one autocommit statement at a time.
+        with psycopg.connect(self.stack.dsn(), autocommit=True, prepare_threshold=None) as conn:
+            for statement in pglast.split(self.out.fix_sql):
+                conn.execute(statement)
+        m.fix_end = time.time()
+        self.out.plan_after_fix = login_plan(self.stack.dsn())
+        self.say(f"  index built in {m.fix_end - m.fix_start:.1f}s; login plan now: "
+                 + self.out.plan_after_fix.splitlines()[0])
+
+    def recover(self) -> None:
+        self.say(f"waiting for every alert to resolve (at most {self.mode.max_recovery_s:g}s)")
+
+        def quiet() -> bool:
+            return not self.timeline.active_or_pending() and not self.stack.prometheus.alerts()
+
+        self.out.all_resolved = self._wait(quiet, self.mode.max_recovery_s)
+        self.out.marks.recovered = time.time()
+        self.out.unresolved = self.timeline.active_or_pending()
+        if self.out.all_resolved:
+            self.say(f"all alerts resolved {self.out.marks.recovered - self.out.marks.fix_end:.0f}s after the fix")
+        else:
+            self.say(f"still active after {self.mode.max_recovery_s:g}s: {', '.join(self.out.unresolved)}")
+
+    def run(self) -> Outcome:
+        self.healthy()
+        self.migrate()
+        self.degrade()
+        self.diagnose()
+        self.fix()
+        self.recover()
+        self._tick(3)   # a few healthy samples after recovery, for the chart
+        self.out.loadgen_summary = self.stack.stop_load()
+        self.out.marks.end = time.time()
+        return self.out

@@ -1,0 +1,443 @@
+"""Dashboards generated from slo.yaml: PromQL parses, no dangling metric, links resolve, linter rules, meaning.
+
+PromQL syntax is checked by Prometheus's own parser: every panel and annotation query goes into a throwaway rule
+file as a recording rule and `promtool check rules` parses it (promtool 2.42 has no expression-parse command).
+What panels *mean* is checked by evaluating their exact expressions with `promtool test rules` on input series
+built here, against values computed here from the same inputs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sloguard import names
+from sloguard.dashboard_links import ALERT_PANELS, INCIDENT_UID, SLO_OVERVIEW_UID
+from sloguard.dashboards import (
+    annotation_queries,
+    dashboard_path,
+    iter_panels,
+    metric_names,
+    panel_queries,
+    render_files,
+)
+from sloguard.dashboards import common as c
+from sloguard.dashboards.slo_overview import burn_alert_name
+from sloguard.model import EventsSLI, LatencySLI
+from sloguard.outputs import RULES_PATH, render_all
+from sloguard.spec import load_spec
+
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+BUILTIN_SERIES = {"up", "ALERTS"}
+# Grafana unit ids (valueFormats categories) a panel here may use; the linter rejects a panel without a valid one.
+GRAFANA_UNITS = {"none", "short", "percent", "percentunit", "s", "ms", "dtdurations", "reqps", "ops", "cps",
+                 "bool", "bool_yes_no", "bytes"}   # produced by Prometheus itself: scrape health and the alert rules
+
+
+# ---------------------------------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def spec(repo_root):
+    return load_spec(os.path.join(repo_root, "slo.yaml"))
+
+
+@pytest.fixture(scope="module")
+def rendered(spec):
+    return render_all(spec)
+
+
+@pytest.fixture(scope="module")
+def dashboards(rendered):
+    return {uid: json.loads(rendered[dashboard_path(uid)]) for uid in (SLO_OVERVIEW_UID, INCIDENT_UID)}
+
+
+@pytest.fixture(scope="module")
+def rule_groups(rendered):
+    return yaml.safe_load(rendered[RULES_PATH])["groups"]
+
+
+def all_queries(dashboards) -> list[tuple[str, str, str]]:
+    """[(where, title, expr)] for every panel target and annotation."""
+    out = []
+    for dash in dashboards.values():
+        out += [(f"{uid} panel {pid}", title, expr) for uid, pid, title, expr in panel_queries(dash)]
+        out += [(f"{uid} annotation", name, expr) for uid, name, expr in annotation_queries(dash)]
+    return out
+
+
+def produced_metrics(spec, rule_groups) -> set[str]:
+    """Every series name something in this repo produces: exporter, recording rules, declared app metrics."""
+    produced = set(names.EXPORTER_METRICS) | BUILTIN_SERIES
+    produced |= {rule["record"] for group in rule_groups for rule in group["rules"] if "record" in rule}
+    app = [spec.database.pool.in_use, spec.database.pool.max, spec.database.pool.waiting]
+    histograms = [spec.database.latency_p99.metric]
+    for slo in spec.slos:
+        if isinstance(slo.sli, EventsSLI):
+            app += [slo.sli.total, slo.sli.errors]
+        elif isinstance(slo.sli, LatencySLI):
+            histograms.append(slo.sli.metric)
+    produced |= {c.split_selector(sel)[0] for sel in app}
+    for histogram in histograms:
+        base = c.split_selector(histogram)[0]
+        produced |= {base + suffix for suffix in ("_bucket", "_count", "_sum")}
+    return produced
+
+
+def dangling(queries, produced) -> list[str]:
+    return [f"{where} {title!r} reads {metric}, which nothing produces"
+            for where, title, expr in queries for metric in sorted(metric_names(expr) - produced)]
+
+
+def promtool_parse_failures(queries, tmp_path: Path) -> list[str]:
+    """Parse every expression with Prometheus's parser; return promtool's error lines (group = the panel)."""
+    groups = [{"name": f"{i} {where} {title}", "rules": [{"record": "sloguard_panel_query", "expr": expr}]}
+              for i, (where, title, expr) in enumerate(queries)]
+    path = tmp_path / "panel-queries.yaml"
+    path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    proc = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    if proc.returncode == 0:
+        return []
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "group " in line]
+    return errors or [proc.stdout + proc.stderr]
+
+
+# ------------------------------------------------------------------------------------------ structure, determinism
+
+def test_files_and_uids(rendered, dashboards):
+    assert set(dashboards) == {SLO_OVERVIEW_UID, INCIDENT_UID}
+    for uid, dash in dashboards.items():
+        assert dash["uid"] == uid
+        assert dash[c.GENERATED_KEY].startswith("Generated by sloguard")
+    for path in ("dashboards/provisioning/dashboards/sloguard.yaml",
+                 "dashboards/provisioning/datasources/sloguard.yaml", "mixin.libsonnet"):
+        assert path in rendered, path
+        assert "do not edit" in rendered[path]
+
+
+def test_output_is_deterministic_and_sorted(spec, rendered):
+    again = render_all(spec)
+    for path, text in rendered.items():
+        assert again[path] == text, f"{path} differs between two generations"
+        if path.endswith(".json"):
+            assert text == json.dumps(json.loads(text), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+            assert "0000000001" not in text and "9999999999" not in text, f"float noise in {path}"
+
+
+def test_one_row_per_slo_with_stable_ids(spec, dashboards):
+    overview = dashboards[SLO_OVERVIEW_UID]
+    rows = [p for p in overview["panels"] if p["type"] == "row"]
+    slo_rows = [r for r in rows if r["title"].startswith("SLO ")]
+    assert [r["title"].split()[1].rstrip(":") for r in slo_rows] == [s.name for s in spec.slos]
+    assert [r["id"] for r in slo_rows] == [100 * (i + 1) for i in range(len(spec.slos))]
+    for dash in dashboards.values():
+        ids = [p["id"] for p in iter_panels(dash)]
+        assert len(ids) == len(set(ids)), f"{dash['uid']}: duplicate panel ids {ids}"
+
+
+def test_panels_do_not_overlap_and_fit_the_grid(dashboards):
+    for dash in dashboards.values():
+        cells = {}
+        for panel in iter_panels(dash):
+            pos = panel["gridPos"]
+            assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, f"{dash['uid']} panel {panel['id']} off grid"
+            for x in range(pos["x"], pos["x"] + pos["w"]):
+                for y in range(pos["y"], pos["y"] + pos["h"]):
+                    assert (x, y) not in cells, f"{dash['uid']}: panels {cells[(x, y)]} and {panel['id']} overlap"
+                    cells[(x, y)] = panel["id"]
+
+
+# ---------------------------------------------------------------------------------- PromQL parses, no dangling
+
+def test_every_panel_query_parses(dashboards, tmp_path):
+    queries = all_queries(dashboards)
+    assert len(queries) > 40
+    assert promtool_parse_failures(queries, tmp_path) == []
+
+
+def test_parse_check_names_the_broken_panel(tmp_path):
+    failures = promtool_parse_failures(
+        [("d panel 1", "fine", "sum(rate(x[1m]))"), ("d panel 7", "broken", "sum(rate(x[1m])")], tmp_path)
+    assert len(failures) == 1 and "d panel 7 broken" in failures[0] and "parse error" in failures[0]
+
+
+def test_no_dangling_metric_in_panels(spec, dashboards, rule_groups):
+    assert dangling(all_queries(dashboards), produced_metrics(spec, rule_groups)) == []
+
+
+def test_no_dangling_metric_in_alerts_and_rules(spec, rule_groups):
+    rules = [(f"rule group {g['name']}", r.get("alert") or r.get("record"), r["expr"])
+             for g in rule_groups for r in g["rules"]]
+    assert dangling(rules, produced_metrics(spec, rule_groups)) == []
+
+
+def test_dangling_check_names_panel_and_metric(spec, rule_groups):
+    bogus = [("sloguard-api-db-incident panel 99", "Typo", 'sum(rate(sloguard_pg_statment_calls_total[1m]))')]
+    assert dangling(bogus, produced_metrics(spec, rule_groups)) == [
+        "sloguard-api-db-incident panel 99 'Typo' reads sloguard_pg_statment_calls_total, which nothing produces"]
+
+
+def test_metric_name_extraction():
+    expr = ('histogram_quantile(0.99, sum by (le) (rate(h_bucket{job="api",le=~"0.5"}[5m] offset 1h))) '
+            '/ on(job) group_left(x) label_replace(up{a="b"}, "x", "$1", "y", "(.*)") > bool 1e3 unless '
+            'slo:sli_error:ratio_rate5m or on() vector(Inf)')
+    assert metric_names(expr) == {"h_bucket", "up", "slo:sli_error:ratio_rate5m"}
+
+
+def test_alert_names_read_by_panels_exist(dashboards, rule_groups):
+    alerts = {r["alert"] for g in rule_groups for r in g["rules"] if "alert" in r}
+    for where, title, expr in all_queries(dashboards):
+        for name in re.findall(r'alertname="([^"]+)"', expr):
+            assert name in alerts, f"{where} {title!r} waits for alert {name}, which no rule defines"
+
+
+# ------------------------------------------------------------------------------------------ links resolve
+
+def test_every_alert_dashboard_url_resolves(dashboards, rule_groups):
+    alerts = [r for g in rule_groups for r in g["rules"] if "alert" in r]
+    assert alerts
+    for rule in alerts:
+        url = rule["annotations"]["dashboard_url"]
+        match = re.search(r"/d/([^/?]+)[^?]*\?(?:.*&)?viewPanel=(\d+)", url)
+        assert match, f"{rule['alert']}: dashboard_url {url} has no /d/<uid>?viewPanel=<id>"
+        uid, panel_id = match.group(1), int(match.group(2))
+        assert uid in dashboards, f"{rule['alert']}: dashboard uid {uid} is not generated"
+        ids = {p["id"]: p for p in iter_panels(dashboards[uid])}
+        assert panel_id in ids and ids[panel_id]["type"] != "row", f"{rule['alert']}: no panel {panel_id} in {uid}"
+
+
+def test_agreed_alert_panels_exist(dashboards):
+    for alertname, (uid, panel_id) in ALERT_PANELS.items():
+        ids = {p["id"] for p in iter_panels(dashboards[uid]) if p["type"] != "row"}
+        assert panel_id in ids, f"dashboard_links.ALERT_PANELS[{alertname!r}] -> {uid} panel {panel_id} missing"
+
+
+# ------------------------------------------------------------------------------ lint (after dashboard-linter)
+
+def test_lint_datasource_variable_used_everywhere(dashboards):
+    for dash in dashboards.values():
+        variables = {v["name"]: v for v in dash["templating"]["list"]}
+        assert variables[c.DATASOURCE_VAR]["type"] == "datasource"
+        assert variables[c.DATASOURCE_VAR]["query"] == "prometheus"
+        assert variables[c.DATASOURCE_VAR]["label"] == "Data source"    # the linter's expected label
+        for panel in iter_panels(dash):
+            if panel["type"] == "row":
+                continue
+            where = f"{dash['uid']} panel {panel['id']} {panel['title']!r}"
+            assert panel["datasource"] == c.DATASOURCE, where
+            assert panel["targets"], f"{where} has no query"
+            for target in panel["targets"]:
+                assert target["datasource"] == c.DATASOURCE, where
+        for annotation in dash["annotations"]["list"]:
+            assert annotation["datasource"] == c.DATASOURCE, annotation["name"]
+
+
+def test_lint_units_titles_descriptions(dashboards):
+    for dash in dashboards.values():
+        assert dash["title"] and dash["description"]
+        for panel in iter_panels(dash):
+            where = f"{dash['uid']} panel {panel['id']}"
+            assert panel["title"], f"{where} has no title"
+            if panel["type"] == "row":
+                continue
+            unit = panel["fieldConfig"]["defaults"].get("unit")
+            assert unit in GRAFANA_UNITS, f"{where} {panel['title']!r}: unit {unit!r} is not a Grafana unit id"
+            assert "Bad:" in (panel.get("description") or ""), \
+                f"{where} {panel['title']!r}: description must say what bad looks like"
+
+
+def test_lint_rate_interval(dashboards):
+    raw = [(dash["uid"], t["expr"]) for dash in dashboards.values() for p in iter_panels(dash)
+           for t in p.get("targets", [])]
+    raw += [(dash["uid"], a["expr"]) for dash in dashboards.values() for a in dash["annotations"]["list"]]
+    ranged = 0
+    for uid, expr in raw:
+        for fn, rng in re.findall(r"\b(rate|irate|increase)\([^\[]*\[([^\]]*)\]", expr):
+            ranged += 1
+            assert rng == c.RATE_INTERVAL, f"{uid}: {fn}() over [{rng}] instead of [{c.RATE_INTERVAL}]: {expr}"
+    assert ranged > 10
+
+
+def test_panel_queries_substitutes_variables(dashboards):
+    queries = panel_queries(dashboards[INCIDENT_UID], rate_interval="2m")
+    assert queries and all("$" not in expr for _, _, _, expr in queries)
+    assert any("[2m]" in expr for _, _, _, expr in queries)
+    uid, panel_id, title, _ = queries[0]
+    assert uid == INCIDENT_UID and isinstance(panel_id, int) and title
+
+
+# --------------------------------------------------------------------------------------- provisioning
+
+def test_provisioning_files(rendered):
+    provider = yaml.safe_load(rendered["dashboards/provisioning/dashboards/sloguard.yaml"])
+    assert provider["apiVersion"] == 1
+    assert provider["providers"][0]["type"] == "file"
+    assert provider["providers"][0]["options"]["path"].startswith("/var/lib/grafana/dashboards")
+    sources = {d["type"]: d for d in yaml.safe_load(
+        rendered["dashboards/provisioning/datasources/sloguard.yaml"])["datasources"]}
+    assert sources["prometheus"]["url"] == "http://prometheus:9090" and sources["prometheus"]["isDefault"]
+    assert sources["alertmanager"]["url"] == "http://alertmanager:9093"
+
+
+# --------------------------------------------------------- meaning: evaluate the panels' own PromQL with promtool
+
+def _panel_expr(dash, panel_id: int, ref: str = "A") -> str:
+    panel = {p["id"]: p for p in iter_panels(dash)}[panel_id]
+    target = next(t for t in panel["targets"] if t["refId"] == ref)
+    return target["expr"].replace(c.RATE_INTERVAL, "1m")
+
+
+def _panel_id(dash, title_start: str) -> int:
+    return next(p["id"] for p in iter_panels(dash) if p["title"].startswith(title_start))
+
+
+def _histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Prometheus's linear interpolation inside the bucket holding rank q * total (finite buckets only)."""
+    total = buckets[-1][1]
+    rank = q * total
+    lower_le, lower_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            return lower_le + (le - lower_le) * (rank - lower_count) / (count - lower_count)
+        lower_le, lower_count = le, count
+    raise AssertionError("rank beyond the last bucket")
+
+
+def _run_promtool_test(tmp_path: Path, series: list[dict], cases: list[dict]) -> None:
+    (tmp_path / "empty-rules.yaml").write_text("groups: []\n")
+    test = {"rule_files": ["empty-rules.yaml"], "evaluation_interval": "15s",
+            "tests": [{"interval": "15s", "input_series": series, "promql_expr_test": cases}]}
+    path = tmp_path / "panels_test.yaml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False))
+    proc = subprocess.run([PROMTOOL, "test", "rules", path.name], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_incident_panels_compute_what_they_claim(spec, dashboards, tmp_path):
+    """10 ok + 1 error + 2 timeouts per second; latency buckets; two statements with known cost."""
+    incident = dashboards[INCIDENT_UID]
+    total_sel, _ = c.split_selector(spec.slos[0].sli.total)
+    hist = c.split_selector(spec.database.latency_p99.metric)[0]
+    job = f'job="{spec.database.exporter_job}"'
+    per_s = {"200": 10, "500": 1, "504": 2}                                  # requests per second by code
+    buckets = [(0.1, 3.0), (0.5, 6.0), (2.5, 13.0)]                          # cumulative per second by le
+    statements = {"1": (4.0, 2.0), "2": (10.0, 0.1)}                         # queryid -> (calls/s, exec s/s)
+    series = [{"series": f'{total_sel}{{job="api",code="{code}"}}', "values": f"0+{rate * 15}x40"}
+              for code, rate in per_s.items()]
+    series += [{"series": f'{hist}_bucket{{job="api",le="{le}"}}', "values": f"0+{rate * 15:g}x40"}
+               for le, rate in [*buckets, ("+Inf", buckets[-1][1])]]
+    for qid, (calls, secs) in statements.items():
+        series.append({"series": f'{names.STATEMENT_CALLS}{{{job},datname="app",queryid="{qid}"}}',
+                       "values": f"0+{calls * 15:g}x40"})
+        series.append({"series": f'{names.STATEMENT_EXEC_SECONDS}{{{job},datname="app",queryid="{qid}"}}',
+                       "values": f"0+{secs * 15:g}x40"})
+    total_rate = sum(per_s.values())
+    total_exec = sum(secs for _, secs in statements.values())
+    by_total = _panel_id(incident, "Top 10 statements by total")
+    cases = [
+        {"expr": _panel_expr(incident, _panel_id(incident, "Error ratio")), "eval_time": "5m",
+         "exp_samples": [{"labels": "{}", "value": (per_s["500"] + per_s["504"]) / total_rate}]},
+        {"expr": _panel_expr(incident, _panel_id(incident, "Timeouts")), "eval_time": "5m",
+         "exp_samples": [{"labels": "{}", "value": per_s["504"]}]},
+        {"expr": _panel_expr(incident, _panel_id(incident, "Request rate")), "eval_time": "5m",
+         "exp_samples": [{"labels": f'{{code="{code}"}}', "value": rate} for code, rate in per_s.items()]},
+        *[{"expr": _panel_expr(incident, _panel_id(incident, "Latency p50"), ref), "eval_time": "5m",
+           "exp_samples": [{"labels": "{}", "value": _histogram_quantile(q, buckets)}]}
+          for ref, q in (("A", 0.5), ("B", 0.95), ("C", 0.99))],
+        {"expr": _panel_expr(incident, by_total, "B"), "eval_time": "5m",          # mean seconds per call
+         "exp_samples": [{"labels": f'{{datname="app",queryid="{q}"}}', "value": s / n}
+                         for q, (n, s) in statements.items()]},
+        {"expr": _panel_expr(incident, by_total, "C"), "eval_time": "5m",          # share of total time
+         "exp_samples": [{"labels": f'{{datname="app",queryid="{q}"}}', "value": s / total_exec}
+                         for q, (_, s) in statements.items()]},
+    ]
+    _run_promtool_test(tmp_path, series, cases)
+
+
+def test_timeouts_panel_reads_zero_without_504s(dashboards, tmp_path):
+    incident = dashboards[INCIDENT_UID]
+    series = [{"series": 'http_requests_total{job="api",code="200"}', "values": "0+150x40"}]
+    _run_promtool_test(tmp_path, series, [
+        {"expr": _panel_expr(incident, _panel_id(incident, "Timeouts")), "eval_time": "5m",
+         "exp_samples": [{"labels": "{}", "value": 0}]}])
+
+
+def test_slo_panels_compute_burn_rate_and_exhaustion(spec, dashboards, tmp_path):
+    """Budget half spent, 1h error ratio at twice the budget: burn 2, time left = 0.5 * period / 2."""
+    overview = dashboards[SLO_OVERVIEW_UID]
+    slo = spec.slos[0]
+    meta = f'sloth_service="{spec.service}",sloth_slo="{slo.name}",sloth_id="x"'
+    budget = float(c.fmt_number(slo.error_budget))   # the constant the panel divides by
+    ratio_1h = float(c.fmt_number(2 * budget))
+    remaining = 0.5
+    burn = ratio_1h / budget   # same float operations, same order as the PromQL: promtool compares exactly
+    assert burn == pytest.approx(2)
+    alert = (f'ALERTS{{alertname="{burn_alert_name(slo)}",alertstate="firing",severity="critical",'
+             'burn_window="1h/5m"}')
+    series = [
+        {"series": f'slo:sli_error:ratio_rate1h{{{meta},sloth_window="1h"}}', "values": f"{ratio_1h}+0x40"},
+        {"series": f"slo:period_error_budget_remaining:ratio{{{meta}}}", "values": f"{remaining}+0x40"},
+        {"series": alert, "values": "1+0x40"},
+    ]
+    page_burn = 100 * 1 + 6      # first SLO's row, page burn-rate panel
+    cases = [
+        {"expr": _panel_expr(overview, page_burn, "A"), "eval_time": "5m",
+         "exp_samples": [{"labels": "{}", "value": burn}]},
+        {"expr": _panel_expr(overview, _panel_id(overview, f"{slo.name}: time to budget exhaustion")),
+         "eval_time": "5m", "exp_samples": [{"labels": "{}", "value": remaining * slo.window.seconds / burn}]},
+        {"expr": _panel_expr(overview, _panel_id(overview, f"{slo.name}: firing burn-rate")), "eval_time": "5m",
+         "exp_samples": [{"labels": '{severity="critical",burn_window="1h/5m"}', "value": 1}]},
+        {"expr": _panel_expr(overview, _panel_id(overview, f"{spec.slos[1].name}: firing burn-rate")),
+         "eval_time": "5m", "exp_samples": [{"labels": "{}", "value": 0}]},
+    ]
+    _run_promtool_test(tmp_path, series, cases)
+
+
+def test_burn_thresholds_follow_the_slo_period(spec, dashboards):
+    """Thresholds are derived (f * P / L), so a 28d SLO draws 13.44 where a 30d one draws 14.4."""
+    from dataclasses import replace
+
+    from sloguard.dashboards import build_dashboards
+    from sloguard.model import Duration
+
+    def thresholds(s):
+        panel = {p["id"]: p for p in iter_panels(build_dashboards(s)[SLO_OVERVIEW_UID])}[106]
+        return [float(t["expr"][len("vector("):-1]) for t in panel["targets"] if t["expr"].startswith("vector(")]
+
+    assert thresholds(spec) == pytest.approx([14.4, 6.0])
+    spec28 = replace(spec, slos=(replace(spec.slos[0], window=Duration("28d", 28 * 86400)), *spec.slos[1:]))
+    assert thresholds(spec28) == pytest.approx([13.44, 5.6])
+
+
+def test_latency_panel_draws_the_threshold(spec, dashboards):
+    panel = {p["id"]: p for p in iter_panels(dashboards[INCIDENT_UID])}[ALERT_PANELS["ApiLatencyP99High"][1]]
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1]["value"] == spec.database.latency_p99.threshold
+    assert panel["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line"
+
+
+def test_missing_index_table_shows_the_proposed_index(dashboards):
+    panel = {p["id"]: p for p in iter_panels(dashboards[INCIDENT_UID])}[ALERT_PANELS[
+        "PostgresMissingIndexSuspected"][1]]
+    assert panel["type"] == "table"
+    assert all(" index," in t["expr"] or "index)" in t["expr"] for t in panel["targets"])
+    organize = next(t for t in panel["transformations"] if t["id"] == "organize")
+    assert organize["options"]["renameByName"]["index"] == "proposed index"
+
+
+def test_migrations_are_annotations(dashboards):
+    notes = {a["name"]: a for a in dashboards[INCIDENT_UID]["annotations"]["list"]}
+    assert names.MIGRATION_LAST_APPLIED in notes["Migrations"]["expr"]
+    assert notes["Migrations"]["useValueForTime"] is True and "* 1000" in notes["Migrations"]["expr"]
+
+
+def test_render_files_matches_render_all(spec, rendered):
+    """outputs.render_all merges exactly what the dashboards package renders (mixin sees the same rules)."""
+    for path, text in render_files(spec, rendered).items():
+        assert rendered[path] == text, path

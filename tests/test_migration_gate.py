@@ -1,0 +1,125 @@
+"""Migration safety gate on a real PostgreSQL: squawk lint, then EXPLAIN of the query catalogue on seeded data.
+
+Scale 0.08 of migrations/seed.yaml (200k users, 400k orders): the seq-scan threshold scales with it (8,000 rows).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from sloguard.migration_gate.__main__ import main as gate_main
+from sloguard.migration_gate.__main__ import render
+from sloguard.migration_gate.catalogue import parse_query_file
+from sloguard.migration_gate.errors import GateInputError
+from sloguard.migration_gate.runner import GateOptions, run_gate
+from sloguard.migration_gate.seed import load_seed_plan
+
+FIX_MIGRATION = "20240115_add_users_email_index.sql"
+
+
+def _options(repo_root: str, migrations_dir: str, **kw) -> GateOptions:
+    return GateOptions(
+        migrations_dir=migrations_dir,
+        queries_dir=os.path.join(repo_root, "queries"),
+        seed_path=os.path.join(repo_root, "migrations", "seed.yaml"),
+        baseline_path=kw.pop("baseline_path", os.path.join(repo_root, "queries", "baseline.json")),
+        squawk_config=os.path.join(repo_root, ".squawk.toml"),
+        **kw,
+    )
+
+
+def _copy_migrations(repo_root: str, dest: str, without: tuple[str, ...] = ()) -> str:
+    os.makedirs(dest)
+    for name in os.listdir(os.path.join(repo_root, "migrations")):
+        if name.endswith(".sql") and name not in without:
+            shutil.copy(os.path.join(repo_root, "migrations", name), dest)
+    return dest
+
+
+def test_repo_migrations_pass_the_gate_in_ci(repo_root):
+    """`make check-migrations` as CI runs it: own throwaway cluster, exit 0 on main."""
+    proc = subprocess.run([sys.executable, "-m", "sloguard.migration_gate"], cwd=repo_root,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "squawk: clean" in proc.stdout
+    assert "ok    login_by_email" in proc.stdout
+    assert "(baseline " in proc.stdout   # the committed baseline was compared, not skipped
+
+
+def test_gate_fails_without_the_email_index_and_prints_the_fix(repo_root, tmp_path, pg_cluster):
+    migrations = _copy_migrations(repo_root, str(tmp_path / "m"), without=(FIX_MIGRATION,))
+    result = run_gate(_options(repo_root, migrations), cluster=pg_cluster)
+    assert result.failed and not result.lint_violations
+    verdicts = {v.query.name: v for v in result.verdicts}
+    login = verdicts["login_by_email"]
+    assert [s.relation for s in login.large_seq_scans] == ["public.users"]
+    assert login.cost_regressed and login.cost > 10 * login.baseline_cost
+    assert [(f.relname, f.columns, f.verified) for f in login.fixes] == [("users", ("email",), True)]
+    assert login.fixes[0].cost_after < login.fixes[0].cost_before / 100
+    # the other catalogue queries are still fine: the failure names the right query only
+    assert [n for n, v in verdicts.items() if v.failed] == ["login_by_email"]
+    text = render(result)
+    assert "FAIL  login_by_email" in text and "seq scan on public.users (200,000 rows" in text
+    assert "SET lock_timeout = '5s'; SET statement_timeout = 0; CREATE INDEX CONCURRENTLY" in text
+    assert "ON public.users (email)" in text and "GATE FAILED" in text
+
+
+def test_the_scenario_status_index_does_not_fix_the_login_query(repo_root, tmp_path, pg_cluster):
+    """The post-mortem's first fix, an index on (status), leaves the seq scan: the gate still fails."""
+    migrations = _copy_migrations(repo_root, str(tmp_path / "m"), without=(FIX_MIGRATION,))
+    with open(os.path.join(migrations, "20240115_add_users_status_index.sql"), "w") as f:
+        f.write("SET lock_timeout = '5s';\nSET statement_timeout = 0;\n"
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_status_idx ON users (status);\n")
+    result = run_gate(_options(repo_root, migrations), cluster=pg_cluster)
+    login = next(v for v in result.verdicts if v.query.name == "login_by_email")
+    assert result.failed and login.large_seq_scans
+    assert [f.columns for f in login.fixes] == [("email",)]
+
+
+def test_non_concurrent_index_on_large_table_is_rejected_by_squawk(repo_root, tmp_path, capsys):
+    migrations = _copy_migrations(repo_root, str(tmp_path / "m"))
+    with open(os.path.join(migrations, "20240201_add_users_status_index.sql"), "w") as f:
+        f.write("CREATE INDEX users_status_idx ON users (status);\n")
+    code = gate_main(["--migrations", migrations, "--lint-only",
+                      "--squawk-config", os.path.join(repo_root, ".squawk.toml")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "20240201_add_users_status_index.sql:1: require-concurrent-index-creation" in out
+    assert "require-lock-timeout" in out
+    # the repo's own migrations lint clean with the same config
+    assert gate_main(["--migrations", os.path.join(repo_root, "migrations"), "--lint-only",
+                      "--squawk-config", os.path.join(repo_root, ".squawk.toml")]) == 0
+
+
+def test_update_baseline_writes_costs_per_scale(repo_root, tmp_path, pg_cluster):
+    baseline = str(tmp_path / "baseline.json")
+    migrations = os.path.join(repo_root, "migrations")
+    result = run_gate(_options(repo_root, migrations, baseline_path=baseline, update_baseline=True, lint=False,
+                               scale=0.02), cluster=pg_cluster)
+    assert result.baseline_written and not result.failed
+    with open(baseline) as f:
+        doc = json.load(f)
+    costs = doc["scales"]["0.02"]
+    assert set(costs) == {v.query.name for v in result.verdicts}
+    assert costs["login_by_email"] == pytest.approx(
+        next(v.cost for v in result.verdicts if v.query.name == "login_by_email"), abs=0.01)
+
+
+def test_bad_inputs_name_the_file_field_and_fix(repo_root, tmp_path, capsys):
+    seed = tmp_path / "seed.yaml"
+    seed.write_text("tables:\n  users:\n    rows: 10\n    columns:\n      email: {uuid: true}\n")
+    with pytest.raises(GateInputError, match=r"seed.yaml: tables.users.columns.email: unknown generator"):
+        load_seed_plan(str(seed))
+    q = tmp_path / "q.sql"
+    q.write_text("-- name: q\n-- params: []\nSELECT * FROM users WHERE id = $1;\n")
+    with pytest.raises(GateInputError, match=r"q.sql: the query uses \$1 placeholders but `-- params:` has 0"):
+        parse_query_file(str(q))
+    code = gate_main(["--migrations", os.path.join(repo_root, "migrations"), "--seed", str(seed),
+                      "--squawk-config", os.path.join(repo_root, ".squawk.toml")])
+    assert code == 2
+    assert "seed.yaml: tables.users.columns.email" in capsys.readouterr().err
