@@ -11,7 +11,11 @@ local defaults = {
   "grafanaUrl": "http://localhost:3000",
   "runbookUrl": "https://github.com/sloguard/sloguard/blob/main/runbooks/high-latency-response.md"
 };
-local rules = import "mixin/rules.json";
+local ruleFiles = [
+  std.parseYaml(importstr "alerts/sloguard-rules.yaml")
+];
+local groups = std.flattenArrays([f.groups for f in ruleFiles]);
+local isAlertGroup(g) = std.length([r for r in g.rules if std.objectHas(r, "alert")]) > 0;
 local dashboards = {
     "sloguard-api-db-incident.json": import "dashboards/sloguard-api-db-incident.json",
     "sloguard-slo-overview.json": import "dashboards/sloguard-slo-overview.json",
@@ -36,8 +40,8 @@ local replace(s, from, to) = if from == to || from == "" then s else std.strRepl
                              defaults.exporterSelector, cfg.exporterSelector),
   local adapt(v) = if changed then mapStrings(rewrite, v) else v,
 
-  prometheusAlerts+:: adapt(rules.prometheusAlerts),
-  prometheusRules+:: adapt(rules.prometheusRules),
+  prometheusAlerts+:: adapt({ groups: [g for g in groups if isAlertGroup(g)] }),
+  prometheusRules+:: adapt({ groups: [g for g in groups if !isAlertGroup(g)] }),
   grafanaDashboards+:: {
     [name]: adapt(dashboards[name]) + { tags: cfg.dashboardTags }
     for name in std.objectFields(dashboards)

@@ -93,3 +93,11 @@ def runbook_anchor(alertname: str) -> str:
     if alertname.endswith(BURN_RATE_ALERT_SUFFIX):
         return ALERT_ANCHORS["ErrorBudgetBurn"]
     return ALERT_ANCHORS[alertname]
+
+# --- Recording rules written by sloguard.rules (dashboards may read them) ---
+# Sloth-compatible SLO series: slo:sli_error:ratio_rate<window>, slo:error_budget:ratio, ... (labels sloth_*).
+SLI_ERROR_RATIO_PREFIX = "slo:sli_error:ratio_rate"
+# Per statement {job, instance, datname, user, queryid}: recent mean, mean over the hour before it, call rate.
+RECORDED_STATEMENT_MEAN_5M = "sloguard:pg_statement_mean_seconds:rate5m"
+RECORDED_STATEMENT_MEAN_BASELINE = "sloguard:pg_statement_mean_seconds:rate1h_offset5m"
+RECORDED_STATEMENT_CALLS_5M = "sloguard:pg_statement_calls:rate5m"

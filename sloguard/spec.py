@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import re
 
-from sloguard import model, promql
+from sloguard import model, names, promql
+from sloguard.rules.common import camel
 from sloguard.yamlnodes import YamlError, load_with_lines, render_path
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 RESERVED_LABEL_PREFIXES = ("__", "sloth_")
 RESERVED_LABELS = {"severity", "burn_window", "alertname", "job", "instance"}
 SPEC_VERSION = 1
+MAX_ALERT_NAME = 40   # mixtool lint
 
 # SRE Workbook defaults: fractions of the period's budget; factors are derived from each SLO's own window.
 DEFAULT_ALERTING = {
@@ -121,7 +123,7 @@ def parse_spec(text: str, file: str = "slo.yaml") -> model.Spec:
     try:
         data, lines = load_with_lines(text)
     except YamlError as exc:
-        raise SpecError(file, exc.line, render_path(exc.path), exc.message,
+        raise SpecError(file, exc.line, render_path(exc.path) if exc.path else "(YAML)", exc.message,
                         "fix the YAML syntax (indentation, quotes, one value per key)") from None
     r = _Reader(file, lines)
     top = r.mapping(data, (), {
@@ -156,7 +158,9 @@ def parse_spec(text: str, file: str = "slo.yaml") -> model.Spec:
 def _labels(r: _Reader, value) -> dict[str, str]:
     if value is None:
         return {}
-    r.mapping(value, ("labels",), {k: "" for k in value} if isinstance(value, dict) else {})
+    if not isinstance(value, dict):
+        r.fail(("labels",), f"expected a mapping of label name to value, got {_kind(value)}",
+               "write e.g. labels: {team: api-platform}")
     out = {}
     for key, val in value.items():
         path = ("labels", key)
@@ -190,6 +194,11 @@ def _slos(r: _Reader, value) -> list[model.SLO]:
         if not NAME_RE.match(name):
             r.fail(path + ("name",), f"{name!r} is not a valid SLO name",
                    "use lowercase letters, digits, '-' or '_', starting with a letter, e.g. availability")
+        alert = camel(name) + names.BURN_RATE_ALERT_SUFFIX
+        if len(alert) > MAX_ALERT_NAME:
+            r.fail(path + ("name",), f"{name!r} makes the alert name {alert!r} longer than {MAX_ALERT_NAME} characters",
+                   f"shorten the SLO name to at most {MAX_ALERT_NAME - len(names.BURN_RATE_ALERT_SUFFIX)} letters "
+                   "(not counting '-' and '_')")
         if name in seen:
             r.fail(path + ("name",), f"duplicate SLO name {name!r} (also slos[{seen[name]}])",
                    "give every SLO a unique name")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import yaml
 
 Path = tuple  # ("slos", 1, "objective")
+# libyaml's parser when available: same nodes and marks, several times faster on large specs.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class YamlError(ValueError):
@@ -18,7 +20,7 @@ class YamlError(ValueError):
 
 def load_with_lines(text: str) -> tuple[object, dict[Path, int]]:
     """Returns (value, {path: 1-based line}). Raises YamlError on syntax errors or duplicate keys."""
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         try:
             node = loader.get_single_node()
@@ -36,7 +38,7 @@ def load_with_lines(text: str) -> tuple[object, dict[Path, int]]:
         loader.dispose()
 
 
-def _convert(loader: yaml.SafeLoader, node: yaml.Node, path: Path, lines: dict[Path, int]) -> object:
+def _convert(loader, node: yaml.Node, path: Path, lines: dict[Path, int]) -> object:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)   # resolves << merge keys

@@ -47,7 +47,7 @@ def test_login_query_gets_email_index_not_status(conn, sql):
 
 def test_status_index_would_not_help_measured_with_hypopg(conn):
     """The scenario's proposed fix: an index on status. HypoPG says it does not change the plan cost."""
-    sql, nparams = advisor._plannable(scenario_data.LOGIN_QUERY)
+    sql, nparams = advisor.plannable(scenario_data.LOGIN_QUERY)
     assert nparams == 1
     with conn.transaction():
         conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
@@ -156,3 +156,16 @@ def test_migrations_reader(conn):
     assert queries.last_migration(conn, "no_such_migrations") is None
     with pytest.raises(ValueError, match="plain"):
         queries.last_migration(conn, "x; DROP TABLE users")
+
+
+def test_array_columns_and_mcv_text(conn):
+    assert advisor.parse_array_text('{active,"a b","q\\"x",inactive}') == ["active", "a b", 'q"x', "inactive"]
+    assert advisor.parse_array_text("{{1,2},{3,4}}") == []
+    conn.execute("DROP TABLE IF EXISTS tagged")
+    conn.execute("CREATE TABLE tagged AS SELECT ARRAY[g % 5, g % 3] AS tags, g AS k FROM generate_series(1, 20000) g")
+    conn.execute("ANALYZE tagged")
+    try:   # most_common_vals of an int[] column is a 2-D array: must not break the advisor
+        found = suggest_for_query(conn, "SELECT * FROM tagged WHERE tags = $1 AND k = $2")
+        assert [s.columns for s in found] == [("k",)]
+    finally:
+        conn.execute("DROP TABLE tagged")

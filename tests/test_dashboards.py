@@ -28,10 +28,10 @@ from sloguard.dashboards import (
     render_files,
 )
 from sloguard.dashboards import common as c
-from sloguard.dashboards.slo_overview import burn_alert_name
+from sloguard.dashboards.slo_overview import SloPanel, burn_alert_name, slo_panel_id
 from sloguard.model import EventsSLI, LatencySLI
 from sloguard.outputs import RULES_PATH, render_all
-from sloguard.spec import load_spec
+from sloguard.spec import load_spec, parse_spec
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 BUILTIN_SERIES = {"up", "ALERTS"}
@@ -327,7 +327,10 @@ def test_incident_panels_compute_what_they_claim(spec, dashboards, tmp_path):
     job = f'job="{spec.database.exporter_job}"'
     per_s = {"200": 10, "500": 1, "504": 2}                                  # requests per second by code
     buckets = [(0.1, 3.0), (0.5, 6.0), (2.5, 13.0)]                          # cumulative per second by le
-    statements = {"1": (4.0, 2.0), "2": (10.0, 0.1)}                         # queryid -> (calls/s, exec s/s)
+    # queryid -> (calls/s, exec s/s); "3" is rare (under min_calls_per_second), so not ranked by mean
+    statements = {"1": (4.0, 2.0), "2": (10.0, 0.125), "3": (0.25, 1.25)}
+    frequent = {q: v for q, v in statements.items() if v[0] > spec.database.slow_statements.min_calls_per_second}
+    assert set(frequent) == {"1", "2"}
     series = [{"series": f'{total_sel}{{job="api",code="{code}"}}', "values": f"0+{rate * 15}x40"}
               for code, rate in per_s.items()]
     series += [{"series": f'{hist}_bucket{{job="api",le="{le}"}}', "values": f"0+{rate * 15:g}x40"}
@@ -340,6 +343,8 @@ def test_incident_panels_compute_what_they_claim(spec, dashboards, tmp_path):
     total_rate = sum(per_s.values())
     total_exec = sum(secs for _, secs in statements.values())
     by_total = _panel_id(incident, "Top 10 statements by total")
+    by_mean = _panel_id(incident, "Top 10 statements by mean")
+    trend = ALERT_PANELS["PostgresStatementSlow"][1]
     cases = [
         {"expr": _panel_expr(incident, _panel_id(incident, "Error ratio")), "eval_time": "5m",
          "exp_samples": [{"labels": "{}", "value": (per_s["500"] + per_s["504"]) / total_rate}]},
@@ -356,6 +361,12 @@ def test_incident_panels_compute_what_they_claim(spec, dashboards, tmp_path):
         {"expr": _panel_expr(incident, by_total, "C"), "eval_time": "5m",          # share of total time
          "exp_samples": [{"labels": f'{{datname="app",queryid="{q}"}}', "value": s / total_exec}
                          for q, (_, s) in statements.items()]},
+        {"expr": _panel_expr(incident, by_mean, "B"), "eval_time": "5m",           # rare statement left out
+         "exp_samples": [{"labels": f'{{datname="app",queryid="{q}"}}', "value": s / n}
+                         for q, (n, s) in frequent.items()]},
+        {"expr": _panel_expr(incident, trend, "A"), "eval_time": "5m",
+         "exp_samples": [{"labels": f'{{datname="app",queryid="{q}"}}', "value": s / n}
+                         for q, (n, s) in frequent.items()]},
     ]
     _run_promtool_test(tmp_path, series, cases)
 
@@ -385,7 +396,7 @@ def test_slo_panels_compute_burn_rate_and_exhaustion(spec, dashboards, tmp_path)
         {"series": f"slo:period_error_budget_remaining:ratio{{{meta}}}", "values": f"{remaining}+0x40"},
         {"series": alert, "values": "1+0x40"},
     ]
-    page_burn = 100 * 1 + 6      # first SLO's row, page burn-rate panel
+    page_burn = slo_panel_id(0, SloPanel.BURN_RATE_PAGE)      # first SLO's row
     cases = [
         {"expr": _panel_expr(overview, page_burn, "A"), "eval_time": "5m",
          "exp_samples": [{"labels": "{}", "value": burn}]},
@@ -407,7 +418,8 @@ def test_burn_thresholds_follow_the_slo_period(spec, dashboards):
     from sloguard.model import Duration
 
     def thresholds(s):
-        panel = {p["id"]: p for p in iter_panels(build_dashboards(s)[SLO_OVERVIEW_UID])}[106]
+        overview = build_dashboards(s)[SLO_OVERVIEW_UID]
+        panel = {p["id"]: p for p in iter_panels(overview)}[slo_panel_id(0, SloPanel.BURN_RATE_PAGE)]
         return [float(t["expr"][len("vector("):-1]) for t in panel["targets"] if t["expr"].startswith("vector(")]
 
     assert thresholds(spec) == pytest.approx([14.4, 6.0])
@@ -441,3 +453,29 @@ def test_render_files_matches_render_all(spec, rendered):
     """outputs.render_all merges exactly what the dashboards package renders (mixin sees the same rules)."""
     for path, text in render_files(spec, rendered).items():
         assert rendered[path] == text, path
+
+
+def test_other_specs_build_parse_and_link(repo_root, tmp_path):
+    """A spec unlike ours (latency-only SLOs on 28d, three of them, another service and exporter job) still gives
+    dashboards whose queries parse, read only produced metrics, and receive every alert link."""
+    with open(os.path.join(repo_root, "slo.yaml")) as fh:
+        data = yaml.safe_load(fh)
+    data["service"] = "checkout"
+    data["database"]["exporter_job"] = "pg"
+    latency = next(s for s in data["slos"] if "latency" in s["sli"])
+    data["slos"] = [{**latency, "name": name, "window": "28d"} for name in ("fast-path", "slow_path", "p3")]
+    other = parse_spec(yaml.safe_dump(data), "other.yaml")
+    files = render_all(other)
+    boards = {uid: json.loads(files[dashboard_path(uid)]) for uid in (SLO_OVERVIEW_UID, INCIDENT_UID)}
+    groups = yaml.safe_load(files[RULES_PATH])["groups"]
+    queries = all_queries(boards)
+    assert promtool_parse_failures(queries, tmp_path) == []
+    assert dangling(queries, produced_metrics(other, groups)) == []
+    overview_titles = [p["title"] for p in iter_panels(boards[SLO_OVERVIEW_UID]) if p["type"] == "row"]
+    assert sum(t.startswith("SLO ") for t in overview_titles) == 3
+    alerts = {r["alert"] for g in groups for r in g["rules"] if "alert" in r}
+    assert {"FastPathErrorBudgetBurn", "SlowPathErrorBudgetBurn", "P3ErrorBudgetBurn"} <= alerts
+    for _, _, expr in queries:
+        for name in re.findall(r'alertname="([^"]+)"', expr):
+            assert name in alerts
+    assert all('job="pg"' in e for _, _, e in queries if "sloguard_pg_" in e)

@@ -425,3 +425,31 @@ def test_measure_plans_rejects_a_tiny_scale(tmp_path, capsys):
     assert module.main(["--users", "10", "--out", str(tmp_path / "x.md")]) == 2
     assert "--users 10" in capsys.readouterr().err
     assert not (tmp_path / "x.md").exists()
+
+
+# --------------------------------------------------------------------------------------------- detection
+
+REPLAY = os.path.join(ROOT, "tests", "promtool", "incident-2024-01-15-replay.yml")
+
+
+def replay_ttd_rows() -> list[tuple[str, ...]]:
+    """The time-to-detect table in the replay file's header comment: alert, fires, TTD, resolves, full history."""
+    rows = []
+    for line in read(REPLAY).splitlines():
+        m = re.match(r"^#\s+([A-Z]\w+.*?)\s+(\d\d:\d\d)\s+(\d+ min)\s+(\d\d:\d\d)\s+(.+?)\s*$", line)
+        if m:
+            rows.append((re.sub(r"\s+", " ", m.group(1)), *m.groups()[1:]))
+    return rows
+
+
+def test_detection_table_matches_the_replay_file():
+    replay = replay_ttd_rows()
+    assert len(replay) >= 10, f"no time-to-detect table found in the header of {os.path.relpath(REPLAY, ROOT)}"
+    quoted = [tuple(re.sub(r"\s+", " ", c.replace("`", "")) for c in row)
+              for row in md_table_after(read(POST_MORTEM), "<!-- replay-ttd")]
+    assert quoted == replay, (
+        "post-mortem section 4 must quote the replay's time-to-detect table verbatim; differences: "
+        f"{sorted(set(quoted) ^ set(replay))}")
+    # the replay must also assert these alerts: every alert in the table appears in an alert_rule_test
+    tested = set(re.findall(r"alertname:\s*(\w+)", read(REPLAY)))
+    assert {row[0].split()[0] for row in replay} <= tested

@@ -193,3 +193,35 @@ def test_series_bounded_by_top_n(app):
         assert len(values(samples, name)) == 5
     assert len(values(samples, names.TABLE_SEQ_SCAN)) == 7
     assert len(values(samples, names.TABLE_LIVE_ROWS)) == 7
+
+
+def test_missing_index_advice_is_cached_per_queryid(app):
+    """In-process: the advisor's EXPLAINs run once per statement per recheck period, not on every scrape."""
+    from exporters.pg_exporter.base import ExporterOptions
+    from exporters.pg_exporter.connection import Database
+    from exporters.pg_exporter.exposition import render
+    from exporters.pg_exporter.health import build_registry
+    from exporters.pg_exporter.missing_indexes import MissingIndexesCollector
+    from tests.exporter_support import parse
+
+    cluster, qid = app
+    for recheck, expect_growth in ((3600.0, False), (0.001, True)):
+        db = Database(cluster.dsn(DB))
+        advisor_collector = MissingIndexesCollector()
+        opts = ExporterOptions(missing_index_min_mean_ms=0, missing_index_min_calls=5,
+                               missing_index_recheck_seconds=recheck)
+        registry, exporter = build_registry(db, opts)
+        exporter.collectors = [c if c.name != "missing_indexes" else advisor_collector for c in exporter.collectors]
+        try:
+            first = parse(render(registry).decode())
+            after_first = advisor_collector.evaluations
+            time.sleep(0.01)
+            second = parse(render(registry).decode())
+        finally:
+            db.close()
+        assert after_first >= 1
+        grew = advisor_collector.evaluations > after_first
+        assert grew == expect_growth, (recheck, after_first, advisor_collector.evaluations)
+        for samples in (first, second):   # cached or not, the same evidence is served
+            assert [s.labels["columns"] for s in samples
+                    if s.name == names.MISSING_INDEX and s.labels["queryid"] == str(qid)] == ["email"]

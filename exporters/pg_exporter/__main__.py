@@ -13,14 +13,13 @@ import signal
 import sys
 import threading
 
-from prometheus_client import start_http_server
-
 from sloguard import names
 from sloguard.pginsight import queries
 
 from . import __version__
 from .base import ExporterOptions
 from .connection import Database
+from .exposition import MetricsServer
 from .health import build_registry
 
 log = logging.getLogger("sloguard.pg_exporter")
@@ -118,19 +117,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     registry, _exporter = build_registry(db, options)
     try:
-        server, _thread = start_http_server(port, addr=host, registry=registry)
+        server = MetricsServer(host, port, registry)
     except OSError as e:
         print(f"sloguard-pg-exporter: error: cannot listen on {host}:{port}: {e.strerror}", file=sys.stderr)
         return EXIT_USAGE
     log.info("serving metrics on http://%s:%d/metrics for %s (hypopg=%s, query text=%s)", host,
-             server.server_address[1], db.redacted_dsn, options.hypopg, options.query_text)
+             server.port, db.redacted_dsn, options.hypopg, options.query_text)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     log.info("shutting down")
     server.shutdown()
-    server.server_close()
     db.close()
     return 0
 

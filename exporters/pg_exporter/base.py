@@ -6,6 +6,7 @@ from typing import Protocol
 
 import psycopg
 from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
 
 from sloguard.pginsight import queries
 
@@ -42,3 +43,15 @@ class SubCollector(Protocol):
     def collect(self, ctx: ScrapeContext) -> list[Metric]:
         """Build complete metric families (nothing is yielded before all queries succeeded)."""
         ...
+
+
+def add_rows(families: list, rows) -> None:
+    """Append samples for many label sets at once: rows = [(labels_dict, (value per family, ...)), ...].
+
+    Same samples as Family.add_metric, but one labels dict is shared by all families of a row; with 2,000 tables
+    x 5 families the per-call zip/dict of add_metric was a third of a scrape.
+    """
+    targets = [(fam.samples, fam.name + "_total" if fam.type == "counter" else fam.name) for fam in families]
+    for labels, values in rows:
+        for (samples, name), value in zip(targets, values, strict=True):
+            samples.append(Sample(name, labels, value, None, None))

@@ -6,7 +6,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sloguard import names
 from sloguard.pginsight import queries
 
-from .base import ScrapeContext
+from .base import ScrapeContext, add_rows
 
 LABELS = ["datname", "user", "queryid"]
 
@@ -33,16 +33,10 @@ class StatementsCollector:
                                       "Mean execution time since the statistics were reset, seconds.", labels=LABELS),
             "max": GaugeMetricFamily(names.STATEMENT_MAX_SECONDS, "Slowest execution, seconds.", labels=LABELS),
         }
-        for s in top:
-            lv = [s.datname, s.user, str(s.queryid)]
-            fams["calls"].add_metric(lv, s.calls)
-            fams["secs"].add_metric(lv, s.total_exec_seconds)
-            fams["rows"].add_metric(lv, s.rows)
-            fams["hit"].add_metric(lv, s.shared_blks_hit)
-            fams["read"].add_metric(lv, s.shared_blks_read)
-            fams["mean"].add_metric(lv, s.mean_exec_seconds)
-            fams["max"].add_metric(lv, s.max_exec_seconds)
         out = list(fams.values())
+        add_rows(out, (({"datname": s.datname, "user": s.user, "queryid": str(s.queryid)},
+                        (s.calls, s.total_exec_seconds, s.rows, s.shared_blks_hit, s.shared_blks_read,
+                         s.mean_exec_seconds, s.max_exec_seconds)) for s in top))
         if ctx.options.query_text and top:
             info = GaugeMetricFamily(names.STATEMENT_INFO, "Normalised, truncated statement text.",
                                      labels=[*LABELS, "query"])

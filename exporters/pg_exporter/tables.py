@@ -6,7 +6,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sloguard import names
 from sloguard.pginsight import queries
 
-from .base import ScrapeContext
+from .base import ScrapeContext, add_rows
 
 LABELS = ["datname", "schemaname", "relname"]
 
@@ -19,12 +19,9 @@ class TablesCollector:
         tup = CounterMetricFamily(names.TABLE_SEQ_TUP_READ, "Rows read by sequential scans.", labels=LABELS)
         idx = CounterMetricFamily(names.TABLE_IDX_SCAN, "Index scans started on the table.", labels=LABELS)
         live = GaugeMetricFamily(names.TABLE_LIVE_ROWS, "Estimated live rows.", labels=LABELS)
-        size = GaugeMetricFamily(names.TABLE_SIZE_BYTES, "Table size without indexes, bytes.", labels=LABELS)
-        for t in queries.table_stats(ctx.conn, ctx.options.tables_top_n):
-            lv = [t.datname, t.schemaname, t.relname]
-            seq.add_metric(lv, t.seq_scan)
-            tup.add_metric(lv, t.seq_tup_read)
-            idx.add_metric(lv, t.idx_scan)
-            live.add_metric(lv, t.live_rows)
-            size.add_metric(lv, t.size_bytes)
-        return [seq, tup, idx, live, size]
+        size = GaugeMetricFamily(names.TABLE_SIZE_BYTES, "Heap size (main fork, without indexes and TOAST), bytes.", labels=LABELS)
+        fams = [seq, tup, idx, live, size]
+        add_rows(fams, (({"datname": t.datname, "schemaname": t.schemaname, "relname": t.relname},
+                         (t.seq_scan, t.seq_tup_read, t.idx_scan, t.live_rows, t.size_bytes))
+                        for t in queries.table_stats(ctx.conn, ctx.options.tables_top_n)))
+        return fams

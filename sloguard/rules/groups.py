@@ -20,10 +20,11 @@ def build_groups(spec: model.Spec) -> tuple[list[dict], list[str]]:
     """(groups, warnings). Pure: same spec, same groups."""
     groups, warnings = [], []
     for slo in spec.slos:
-        # One group per SLO, recordings first: rules in a group run in order, so an alert always reads the ratios
-        # of the same evaluation (separate groups run on independent timers and may lag by one interval).
+        # Recordings and alerts in separate groups (mixin convention: prometheusRules vs prometheusAlerts, as Sloth).
+        # An alert may read ratios one evaluation old; promtool tests pin the order with group_eval_order.
+        groups += _chunked(f"sloguard-slo-{spec.service}-{slo.name}-recordings", build_slo_recordings(spec, slo))
         alerts, warns = build_burn_alerts(spec, slo)
-        groups += _chunked(f"sloguard-slo-{spec.service}-{slo.name}", build_slo_recordings(spec, slo) + alerts)
+        groups += _chunked(f"sloguard-slo-{spec.service}-{slo.name}-alerts", alerts)
         warnings += warns
     groups += _chunked("sloguard-database-recordings", build_database_recordings(spec))
     groups += _chunked("sloguard-database-alerts", build_database_alerts(spec))

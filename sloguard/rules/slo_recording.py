@@ -5,7 +5,7 @@ Differences from Sloth, on purpose: the period ratio is sum(increase(errors[P]))
 """
 from __future__ import annotations
 
-from sloguard import model, promql
+from sloguard import model, names, promql
 from sloguard.rules.common import error_ratio_expr, selector_matchers, slo_labels
 
 BASE_WINDOW = "5m"   # current burn rate, and the shortest ratio Sloth dashboards read
@@ -22,7 +22,7 @@ def ratio_windows(spec: model.Spec, slo: model.SLO) -> list[model.Duration]:
 
 
 def ratio_metric(window: str) -> str:
-    return f"slo:sli_error:ratio_rate{window}"
+    return f"{names.SLI_ERROR_RATIO_PREFIX}{window}"
 
 
 def build_slo_recordings(spec: model.Spec, slo: model.SLO) -> list[dict]:

@@ -1,0 +1,234 @@
+"""Rule builders: burn-rate factors from the SLO's own window, dead pairs skipped with a warning, Sloth names,
+ratio-of-sums period, robust `le` matching, byte-identical output and --check."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from sloguard import outputs, promql
+from sloguard.rules.burn_alerts import build_burn_alerts
+from sloguard.rules.groups import MAX_GROUP_RULES, build_groups
+from sloguard.rules.slo_recording import build_slo_recordings
+from sloguard.spec import parse_spec
+from sloguard.writer import diff_tree, write_tree
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GENERATE = os.path.join(ROOT, "generate.py")
+
+
+def spec_text(window: str = "30d", objective: float = 99.9, extra_slo: str = "") -> str:
+    return f"""\
+service: shop
+links: {{runbook: "https://example.com/rb.md", grafana: "https://grafana.example.com/"}}
+slos:
+  - name: checkout-availability
+    objective: {objective}
+    window: {window}
+    sli:
+      events: {{total: 'http_requests_total{{job="shop"}}', errors: 'http_requests_total{{job="shop",code=~"5.."}}'}}
+{extra_slo}
+database:
+  latency_p99: {{metric: 'http_request_duration_seconds{{job="shop"}}'}}
+  pool: {{in_use: 'pool_in_use{{job="shop"}}', max: 'pool_max{{job="shop"}}', waiting: 'pool_waiting{{job="shop"}}'}}
+"""
+
+
+def burn_thresholds(text: str) -> dict[str, str]:
+    """burn_window -> the '(factor * budget)' text of each generated burn-rate alert."""
+    spec = parse_spec(text)
+    rules, _ = build_burn_alerts(spec, spec.slos[0])
+    return {r["labels"]["burn_window"]: re.search(r"> \(([^)]*)\)", r["expr"]).group(1) for r in rules}
+
+
+def test_factors_for_30d_window_are_the_workbook_ones():
+    assert burn_thresholds(spec_text("30d")) == {
+        "1h/5m": "14.4 * 0.001", "6h/30m": "6 * 0.001", "1d/2h": "3 * 0.001", "3d/6h": "1 * 0.001"}
+
+
+def test_factors_for_28d_window_are_derived_not_hard_coded():
+    assert burn_thresholds(spec_text("28d")) == {
+        "1h/5m": "13.44 * 0.001", "6h/30m": "5.6 * 0.001", "1d/2h": "2.8 * 0.001", "3d/6h": "0.933333333333 * 0.001"}
+
+
+def test_90_percent_slo_skips_the_pair_that_can_never_fire_and_says_so(tmp_path):
+    text = spec_text("30d", 90)
+    thresholds = burn_thresholds(text)
+    assert "1h/5m" not in thresholds             # 14.4 * 10% = 144% errors: impossible
+    assert thresholds["6h/30m"] == "6 * 0.1"      # 60%: possible, kept
+    spec = parse_spec(text)
+    _, warnings = build_burn_alerts(spec, spec.slos[0])
+    assert len(warnings) == 1 and "1h/5m skipped" in warnings[0] and "144%" in warnings[0]
+    (tmp_path / "slo.yaml").write_text(text, encoding="utf-8")
+    proc = subprocess.run([sys.executable, GENERATE, "--spec", str(tmp_path / "slo.yaml"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning:" in proc.stderr and "1h/5m skipped" in proc.stderr
+    generated = (tmp_path / "alerts" / "sloguard-rules.yaml").read_text(encoding="utf-8")
+    assert "burn_window: 1h/5m" not in generated and "burn_window: 6h/30m" in generated
+
+
+def test_sloth_recording_names_labels_and_ratio_of_sums():
+    spec = parse_spec(spec_text("28d"))
+    rules = build_slo_recordings(spec, spec.slos[0])
+    records = [r["record"] for r in rules]
+    for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d", "28d"):
+        assert f"slo:sli_error:ratio_rate{window}" in records
+    for name in ("slo:objective:ratio", "slo:error_budget:ratio", "slo:time_period:days", "slo:current_burn_rate:ratio",
+                 "slo:period_burn_rate:ratio", "slo:period_error_budget_remaining:ratio", "sloth_slo_info"):
+        assert name in records
+    for r in rules:
+        assert {"sloth_id", "sloth_service", "sloth_slo"} <= set(r["labels"])
+        assert r["labels"]["sloth_id"] == "shop-checkout-availability"
+    period = next(r for r in rules if r["record"] == "slo:sli_error:ratio_rate28d")
+    assert "avg_over_time" not in period["expr"]
+    assert period["expr"].count("sum(increase(") == 2 and "[28d]" in period["expr"]
+    days = next(r for r in rules if r["record"] == "slo:time_period:days")
+    assert days["expr"] == "vector(28)"
+
+
+def test_numbers_carry_no_float_noise():
+    assert promql.fmt_number(1 - 0.999) == "0.001"
+    assert promql.fmt_number(0.1 + 0.2) == "0.3"
+    assert promql.fmt_number(14.0) == "14"
+    assert promql.fmt_number(1e6) == "1000000"
+    text = outputs.render_all(parse_spec(spec_text("30d", 99.95)))["alerts/sloguard-rules.yaml"]
+    assert not re.search(r"\d\.\d*0000000\d|\d\.\d*9999999\d", text)
+    assert "vector(0.9995)" in text and "vector(0.0005)" in text
+
+
+@pytest.mark.parametrize("threshold,matches,rejects", [
+    (0.5, ["0.5", "0.50", "0.500"], ["0.05", "5", "0.51", "1.5"]),
+    (1, ["1", "1.0", "1.00"], ["10", "0.1", "1.5", "11"]),
+    (0.25, ["0.25", "0.250"], ["0.2", "0.255", "2.5"]),
+    (2.5, ["2.5", "2.50"], ["25", "0.25"]),
+])
+def test_le_regex_matches_every_spelling_and_nothing_else(threshold, matches, rejects):
+    pattern = re.compile(promql.le_regex(threshold))       # Prometheus anchors label regexes: use fullmatch
+    assert all(pattern.fullmatch(s) for s in matches)
+    assert not any(pattern.fullmatch(s) for s in rejects)
+
+
+def test_latency_sli_reads_bucket_and_count_with_robust_le():
+    text = spec_text(extra_slo="""  - name: fast
+    objective: 99
+    window: 30d
+    sli: {latency: {metric: 'http_request_duration_seconds{job="shop"}', threshold: 1}}""")
+    spec = parse_spec(text)
+    ratio = build_slo_recordings(spec, spec.slos[1])[0]["expr"]
+    assert 'http_request_duration_seconds_bucket{job="shop",le=~"1([.]0*)?"}' in ratio
+    assert 'http_request_duration_seconds_count{job="shop"}' in ratio
+
+
+def test_selector_helpers():
+    sel = promql.parse_selector('m_total{a="x", b!~"y|z",}')
+    assert sel.render() == 'm_total{a="x",b!~"y|z"}'
+    assert promql.inject('m{le="1"}', promql.Matcher("le", "=~", "2")) == 'm{le=~"2"}'
+    assert promql.with_suffix('h{job="a\\"b"}', "_count") == 'h_count{job="a\\"b"}'
+    assert promql.parse_duration("90m").text == "1h30m" and promql.parse_duration("1w").text == "7d"
+    for bad in ("m{", "{a=\"b\"}", "m{a=b}", "m{a=\"b\" c=\"d\"}"):
+        with pytest.raises(promql.PromQLError):
+            promql.parse_selector(bad)
+
+
+def test_groups_never_exceed_20_rules():
+    many = "\n".join(f"""  - name: s{i}
+    objective: 99
+    window: 30d
+    sli: {{events: {{total: 'a_total', errors: 'b_total'}}}}""" for i in range(3))
+    spec = parse_spec(spec_text(extra_slo=many))
+    groups, _ = build_groups(spec)
+    assert all(len(g["rules"]) <= MAX_GROUP_RULES for g in groups)
+    assert len({g["name"] for g in groups}) == len(groups)
+
+
+def _generate(spec: str, out: str, *extra: str, seed: str = "0") -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    return subprocess.run([sys.executable, GENERATE, "--spec", spec, "--out", out, *extra],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_two_runs_are_byte_identical(tmp_path):
+    spec = os.path.join(ROOT, "slo.yaml")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _generate(spec, str(a), seed="1").returncode == 0
+    assert _generate(spec, str(b), seed="2").returncode == 0
+    files_a = {p.relative_to(a): p.read_bytes() for p in a.rglob("*") if p.is_file()}
+    files_b = {p.relative_to(b): p.read_bytes() for p in b.rglob("*") if p.is_file()}
+    assert files_a == files_b and files_a
+    header = files_a[next(p for p in files_a if str(p).startswith("alerts"))].decode()
+    assert header.startswith("# Generated by sloguard from slo.yaml — do not edit; run `make generate`.")
+
+
+def test_check_detects_hand_edit_missing_and_extra_files(tmp_path):
+    spec = os.path.join(ROOT, "slo.yaml")
+    assert _generate(spec, str(tmp_path)).returncode == 0
+    ok = _generate(spec, str(tmp_path), "--check")
+    assert ok.returncode == 0, ok.stderr
+    rules = tmp_path / "alerts" / "sloguard-rules.yaml"
+    rules.write_text(rules.read_text(encoding="utf-8").replace("for: 2m", "for: 20m", 1), encoding="utf-8")
+    (tmp_path / "alerts" / "kubernetes" / "prometheusrule.yaml").unlink()
+    (tmp_path / "alerts" / "old-rules.yaml").write_text("groups: []\n", encoding="utf-8")
+    stale = _generate(spec, str(tmp_path), "--check")
+    assert stale.returncode == 1
+    assert "stale:   alerts/sloguard-rules.yaml" in stale.stderr
+    assert "missing: alerts/kubernetes/prometheusrule.yaml" in stale.stderr
+    assert "extra:   alerts/old-rules.yaml" in stale.stderr
+    assert "make generate" in stale.stderr
+
+
+def test_writer_is_all_or_nothing(tmp_path):
+    (tmp_path / "alerts").mkdir()
+    keep = tmp_path / "alerts" / "a.yaml"
+    keep.write_text("old\n", encoding="utf-8")
+    (tmp_path / "blocked").write_text("a file where a directory is needed\n", encoding="utf-8")
+    with pytest.raises(OSError):
+        write_tree(str(tmp_path), {"alerts/a.yaml": "new\n", "blocked/b.yaml": "x\n"})
+    assert keep.read_text(encoding="utf-8") == "old\n"
+    assert not [p for p in tmp_path.rglob("*.tmp")]
+    changed = write_tree(str(tmp_path), {"alerts/a.yaml": "new\n"})
+    assert changed == ["alerts/a.yaml"] and keep.read_text(encoding="utf-8") == "new\n"
+    assert diff_tree(str(tmp_path), {"alerts/a.yaml": "new\n"}).clean
+
+
+def test_prometheus_rule_object_carries_the_same_groups():
+    files = outputs.render_all(parse_spec(spec_text()))
+    plain = yaml.safe_load(files[outputs.RULES_PATH])
+    k8s = yaml.safe_load(files[outputs.PROMETHEUS_RULE_PATH])
+    assert k8s["apiVersion"] == "monitoring.coreos.com/v1" and k8s["kind"] == "PrometheusRule"
+    assert k8s["spec"]["groups"] == plain["groups"]
+
+
+def _minutes(eval_time: str) -> int:
+    h = re.search(r"(\d+)h", eval_time)
+    m = re.search(r"(\d+)m", eval_time)
+    return (int(h.group(1)) if h else 0) * 60 + (int(m.group(1)) if m else 0)
+
+
+def test_replay_time_to_detect_table_matches_its_assertions():
+    """The post-mortem quotes the TTD table at the top of the replay; it must say what the assertions check."""
+    path = os.path.join(ROOT, "tests", "promtool", "incident-2024-01-15-replay.yml")
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    doc = yaml.safe_load(text)
+    firing: dict[tuple[str, str], set[int]] = {}     # (alert, burn_window) -> eval minutes asserted firing
+    silent: dict[tuple[str, str], set[int]] = {}
+    for case in doc["tests"][0]["alert_rule_test"]:
+        minute = _minutes(str(case["eval_time"]))
+        present = {c["exp_labels"].get("burn_window", "") for c in case.get("exp_alerts") or []}
+        for pair in present:
+            firing.setdefault((case["alertname"], pair), set()).add(minute)
+        for pair in {"", "1h/5m", "6h/30m", "1d/2h", "3d/6h"} - present:
+            silent.setdefault((case["alertname"], pair), set()).add(minute)
+    row = re.compile(r"^#\s+([A-Za-z0-9]+)(?: (\d+[hd]/\d+[mh]))?\s+(?:page|ticket)?\s*(\d\d):(\d\d)\s+(\d+) min", re.M)
+    rows = row.findall(text)
+    assert len(rows) >= 17
+    for alert, pair, hh, mm, ttd in rows:
+        fires = (int(hh) - 14) * 60 + int(mm)
+        assert fires - 31 == int(ttd), f"{alert} {pair}: TTD must be counted from 14:31"
+        assert fires in firing.get((alert, pair), set()), f"{alert} {pair}: no assertion that it fires at {hh}:{mm}"
+        assert fires - 1 in silent.get((alert, pair), set()), f"{alert} {pair}: no assertion that it is silent before"

@@ -1,0 +1,267 @@
+"""The spec loader rejects malformed specs with file, line, field and fix; the JSON Schema agrees with it."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+import yaml
+
+from sloguard.spec import SpecError, parse_spec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A complete spec with known line numbers (line N = N-th line below). Cases edit one line each.
+BASE = """\
+version: 1
+service: api
+labels:
+  team: api-platform
+links:
+  runbook: https://example.com/runbooks/high-latency-response.md
+  grafana: http://localhost:3000
+slos:
+  - name: availability
+    description: Requests answered without a server error.
+    objective: 99.9
+    window: 30d
+    sli:
+      events:
+        total: http_requests_total{job="api"}
+        errors: http_requests_total{job="api",code=~"5.."}
+  - name: latency
+    description: 99% of requests under 0.5 s.
+    objective: 99
+    window: 30d
+    sli:
+      latency:
+        metric: http_request_duration_seconds{job="api"}
+        threshold: 0.5
+alerting:
+  min_request_rate: 1
+  page:
+    for: 2m
+    windows:
+      - {long: 1h, short: 5m, budget_fraction: 0.02}
+      - {long: 6h, short: 30m, budget_fraction: 0.05}
+  ticket:
+    for: 15m
+    windows:
+      - {long: 1d, short: 2h, budget_fraction: 0.1}
+      - {long: 3d, short: 6h, budget_fraction: 0.1}
+database:
+  exporter_job: sloguard-pg-exporter
+  latency_p99:
+    metric: http_request_duration_seconds{job="api"}
+    threshold: 0.5
+  pool:
+    in_use: db_pool_connections_in_use{job="api"}
+    max: db_pool_connections_max{job="api"}
+    waiting: db_pool_waiting_requests{job="api"}
+  seq_scans:
+    min_live_rows: 100000
+"""
+
+
+def edit(old: str, new: str) -> str:
+    assert BASE.count(old) == 1, f"test bug: {old!r} must occur once in BASE"
+    return BASE.replace(old, new)
+
+
+def line_of(text: str, needle: str | tuple[str, int]) -> int:
+    """1-based line of `needle` (or of its n-th occurrence): a line that is exactly it (after stripping '- '),
+    else a line containing it."""
+    needle, nth = needle if isinstance(needle, tuple) else (needle, 1)
+    lines = text.splitlines()
+    exact = [i for i, line in enumerate(lines, 1) if line.strip().lstrip("- ") == needle]
+    return (exact or [i for i, line in enumerate(lines, 1) if needle in line])[nth - 1]
+
+
+# (id, spec text, field, words in the problem, words in the fix, line anchor (text or (text, n-th)) or None,
+#  whether slo.schema.json can express the rule and must reject it too)
+CASES = [
+    ("unknown-top-field", BASE + "slo: []\n", "slo", "unknown field 'slo'", "slos", "slo: []", True),
+    ("unknown-slo-field", edit("    objective: 99.9\n", "    objective: 99.9\n    target: 99.9\n"),
+     "slos[0].target", "unknown field 'target'", "objective", "target: 99.9", True),
+    ("typo-suggestion", edit("    window: 30d\n    sli:\n      events", "    windw: 30d\n    sli:\n      events"),
+     "slos[0].windw", "unknown field", "did you mean 'window'", "windw: 30d", True),
+    ("objective-100", edit("objective: 99.9", "objective: 100"), "slos[0].objective", "out of range",
+     "99.9", "objective: 100", True),
+    ("objective-0", edit("objective: 99\n", "objective: 0\n"), "slos[1].objective", "out of range", "percent",
+     "objective: 0", True),
+    ("objective-string", edit("objective: 99.9", "objective: '99.9%'"), "slos[0].objective", "expected a number",
+     "no quotes", "objective: '99.9%'", True),
+    ("objective-ratio-too-big", edit("objective: 99.9", "objective: 999"), "slos[0].objective", "out of range",
+     "percent", "objective: 999", True),
+    ("window-not-duration", edit("    window: 30d\n    sli:\n      events", "    window: 30 days\n    sli:\n      events"),
+     "slos[0].window", "not a duration", "30d", "window: 30 days", True),
+    ("window-number", edit("    window: 30d\n    sli:\n      latency", "    window: 30\n    sli:\n      latency"),
+     "slos[1].window", "not a duration", "30d", "window: 30", True),
+    ("window-ms", edit("    window: 30d\n    sli:\n      latency", "    window: 500ms\n    sli:\n      latency"),
+     "slos[1].window", "not a duration", "30d", "window: 500ms", True),
+    ("selector-unclosed", edit('total: http_requests_total{job="api"}', 'total: http_requests_total{job="api"'),
+     "slos[0].sli.events.total", "invalid PromQL selector", "http_requests_total", "total: http_requests_total", True),
+    ("selector-unquoted", edit('errors: http_requests_total{job="api",code=~"5.."}',
+                               'errors: http_requests_total{job=api,code=~"5.."}'),
+     "slos[0].sli.events.errors", "cannot read a label matcher", 'code=~"5.."', "errors: http_requests_total", True),
+    ("selector-bad-metric", edit('total: http_requests_total{job="api"}', 'total: 5xx_total{job="api"}'),
+     "slos[0].sli.events.total", "not a metric name", "http_requests_total", "total: 5xx_total", True),
+    ("selector-bad-regex", edit('code=~"5.."', 'code=~"5(.."'), "slos[0].sli.events.errors", "regex", "e.g.",
+     "errors: http_requests_total", False),
+    ("latency-threshold-missing", edit("        threshold: 0.5\nalerting", "alerting"), "slos[1].sli.latency",
+     "missing required field 'threshold'", "threshold:", "latency:", True),
+    ("latency-threshold-negative", edit("        threshold: 0.5\nalerting", "        threshold: -1\nalerting"),
+     "slos[1].sli.latency.threshold", "out of range", "0.5", "threshold: -1", True),
+    ("latency-metric-bucket", edit('        metric: http_request_duration_seconds{job="api"}\n        threshold',
+                                   '        metric: http_request_duration_seconds_bucket{job="api"}\n        threshold'),
+     "slos[1].sli.latency.metric", "base name", "http_request_duration_seconds", "metric: http_request_duration_seconds_bucket", False),
+    ("sli-both-kinds", edit("      latency:\n        metric", "      events: {total: a_total, errors: b_total}\n      latency:\n        metric"),
+     "slos[1].sli", "exactly one", "events", ("sli:", 2), True),
+    ("sli-missing", edit("    window: 30d\n    sli:\n      latency:\n", "    window: 30d\n    slx:\n      latency:\n"),
+     "slos[1].slx", "unknown field", "sli", "slx:", True),
+    ("duplicate-slo-name", edit("  - name: latency", "  - name: availability"), "slos[1].name",
+     "duplicate SLO name 'availability'", "unique", ("name: availability", 2), False),
+    ("slo-name-uppercase", edit("  - name: latency", "  - name: Latency"), "slos[1].name", "not a valid SLO name",
+     "lowercase", "name: Latency", True),
+    ("short-ge-long", edit("{long: 1h, short: 5m,", "{long: 1h, short: 1h,"), "alerting.page.windows[0].short",
+     "must be shorter than the long window 1h", "5m", "long: 1h, short: 1h", False),
+    ("budget-fraction-zero", edit("{long: 6h, short: 30m, budget_fraction: 0.05}", "{long: 6h, short: 30m, budget_fraction: 0}"),
+     "alerting.page.windows[1].budget_fraction", "out of range", "0.02", "long: 6h", True),
+    ("for-not-duration", edit("    for: 15m", "    for: soon"), "alerting.ticket.for", "not a duration", "2m",
+     "for: soon", True),
+    ("min-rate-negative", edit("min_request_rate: 1", "min_request_rate: -1"), "alerting.min_request_rate",
+     "out of range", "0 disables", "min_request_rate: -1", True),
+    ("slos-empty", edit("slos:\n  - name: availability", "slos: []\nxslos:\n  - name: availability"), "xslos",
+     "unknown field", "slos", "xslos:", True),
+    ("service-missing", edit("service: api\n", ""), "(top level)", "missing required field 'service'", "service: api",
+     "version: 1", True),
+    ("runbook-not-url", edit("runbook: https://example.com/runbooks/high-latency-response.md", "runbook: runbooks/x.md"),
+     "links.runbook", "not an http(s) URL", "https://", "runbook: runbooks/x.md", True),
+    ("label-reserved", edit("  team: api-platform", "  severity: high"), "labels.severity", "cannot be a label name",
+     "team", "severity: high", True),
+    ("labels-list", edit("labels:\n  team: api-platform", "labels:\n  - team"), "labels", "expected a mapping",
+     "team: api-platform", "labels:", True),
+    ("slos-empty-list", BASE[:BASE.index("slos:")] + "slos: []\n" + BASE[BASE.index("alerting:"):], "slos",
+     "non-empty list", "add at least one SLO", "slos: []", True),
+    ("pool-selector-missing", edit('    waiting: db_pool_waiting_requests{job="api"}\n', ""), "database.pool",
+     "missing required field 'waiting'", "waiting:", "pool:", True),
+    ("seq-scan-rows-fraction", edit("min_live_rows: 100000", "min_live_rows: 1.5"), "database.seq_scans.min_live_rows",
+     "whole number", "100000", "min_live_rows: 1.5", True),
+    ("window-shorter-than-burn-window", edit("    window: 30d\n    sli:\n      events", "    window: 2d\n    sli:\n      events"),
+     "slos[0].window", "shorter than the burn-rate window 3d", "at least 3d", "window: 2d", False),
+    ("duplicate-yaml-key", edit("    objective: 99\n", "    objective: 99\n    objective: 98\n"), "slos[1].objective",
+     "duplicate key 'objective'", "YAML", "objective: 98", False),
+    ("yaml-syntax", edit("    window: 30d\n    sli:\n      events", "    window: [30d\n    sli:\n      events"),
+     "(YAML)", "not valid YAML", "YAML syntax", None, False),
+    ("slo-name-too-long-for-alert", edit("  - name: latency", "  - name: checkout-payment-latency-europe"),
+     "slos[1].name", "longer than 40 characters", "at most 25", "name: checkout-payment-latency-europe", False),
+    ("version-2", edit("version: 1", "version: 2"), "version", "unsupported spec version 2", "version: 1",
+     "version: 2", True),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_malformed_spec_is_rejected_with_file_line_field_and_fix(case):
+    _id, text, field, problem, fix, anchor, _schema = case
+    with pytest.raises(SpecError) as info:
+        parse_spec(text, "specs/bad.yaml")
+    err = info.value
+    assert err.file == "specs/bad.yaml"
+    assert err.field == field, str(err)
+    assert problem in err.problem, str(err)
+    assert fix in err.fix, str(err)
+    if anchor is not None:
+        assert err.line == line_of(text, anchor), str(err)
+    message = str(err)
+    assert message.startswith(f"specs/bad.yaml:{err.line}: {field}: ") if err.line else message.startswith("specs/bad.yaml")
+    assert "Fix: " in message
+
+
+def test_there_are_at_least_20_malformed_cases():
+    assert len(CASES) >= 20
+
+
+@pytest.fixture(scope="module")
+def schema():
+    with open(os.path.join(ROOT, "slo.schema.json"), encoding="utf-8") as fh:
+        data = json.load(fh)
+    jsonschema.Draft202012Validator.check_schema(data)
+    return jsonschema.Draft202012Validator(data)
+
+
+def test_repo_spec_and_base_satisfy_loader_and_schema(schema):
+    with open(os.path.join(ROOT, "slo.yaml"), encoding="utf-8") as fh:
+        repo_text = fh.read()
+    for text in (repo_text, BASE):
+        parse_spec(text)                                    # raises on any problem
+        errors = list(schema.iter_errors(yaml.safe_load(text)))
+        assert not errors, [e.message for e in errors]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[6] and c[0] != "yaml-syntax"], ids=lambda c: c[0])
+def test_schema_rejects_what_the_loader_rejects(case, schema):
+    data = yaml.safe_load(case[1])
+    assert list(schema.iter_errors(data)), f"slo.schema.json accepts {case[0]}, the loader rejects it"
+
+
+def _schema_fields(node: dict, path: str, out: set):
+    for key, sub in node.get("properties", {}).items():
+        out.add(f"{path}.{key}" if path else key)
+        _schema_fields(sub, f"{path}.{key}" if path else key, out)
+    if "items" in node:
+        _schema_fields(node["items"], f"{path}[]", out)
+
+
+def test_schema_and_loader_know_the_same_fields(schema):
+    """Every field the schema documents is accepted by the loader, and every unknown one is refused by both."""
+    fields: set[str] = set()
+    _schema_fields(schema.schema, "", fields)
+    for name in ("service", "slos[].objective", "slos[].sli.latency.threshold", "alerting.page.windows[].short",
+                 "database.long_transactions.max_seconds", "database.pool.max_waiting"):
+        assert name in fields
+    # each documented optional field, set to its schema default, still loads
+    data = yaml.safe_load(BASE)
+    data["database"]["connections"] = {"saturation_ratio": 0.8, "for": "2m"}
+    data["database"]["slow_statements"] = {"mean_seconds": 0.1, "min_calls_per_second": 0.5,
+                                           "regression_factor": 5, "for": "2m"}
+    data["database"]["lock_waits"] = {"max_waiting_sessions": 5, "for": "2m"}
+    data["database"]["long_transactions"] = {"max_seconds": 300, "for": "1m"}
+    assert not list(schema.iter_errors(data))
+    parse_spec(yaml.safe_dump(data))
+
+
+def test_defaults_apply_when_alerting_is_omitted():
+    text = BASE[:BASE.index("alerting:")] + BASE[BASE.index("database:"):]
+    spec = parse_spec(text)
+    page = spec.alerting.page
+    assert [(w.long.text, w.short.text, w.budget_fraction) for w in page.windows] == [("1h", "5m", 0.02), ("6h", "30m", 0.05)]
+    assert page.for_.text == "2m" and spec.alerting.ticket.for_.text == "15m"
+    assert spec.database.connections.saturation_ratio == 0.8
+
+
+def test_cli_exits_2_and_touches_nothing(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(edit("objective: 99.9", "objective: 100"), encoding="utf-8")
+    out = tmp_path / "out"
+    (out / "alerts").mkdir(parents=True)
+    existing = out / "alerts" / "sloguard-rules.yaml"
+    existing.write_text("# previous output\n", encoding="utf-8")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "generate.py"), "--spec", str(bad), "--out", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{bad}:{line_of(bad.read_text(), 'objective: 100')}: slos[0].objective:" in proc.stderr
+    assert "Fix:" in proc.stderr
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_cli_missing_spec_file_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "generate.py"), "--spec", str(tmp_path / "nope.yaml"),
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "nope.yaml" in proc.stderr and "cannot read" in proc.stderr
+    assert not list(tmp_path.iterdir())
