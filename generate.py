@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        print(f"error: --out {args.out}: is a file, not a directory. Fix: pass the output root directory "
+              "(default: the repository root)", file=sys.stderr)
+        return 2
     warnings: list[str] = []
     files = render_all(spec, warnings)
     for warning in warnings:
@@ -38,7 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         print(diff.report(), file=sys.stderr)
         print("generated files are stale: run `make generate` and commit the result", file=sys.stderr)
         return 1
-    changed = write_tree(args.out, files)
+    try:
+        changed = write_tree(args.out, files)
+    except OSError as exc:
+        where = exc.filename or args.out
+        print(f"error: cannot write {where}: {exc.strerror or exc}. Fix: check that --out {args.out} is a writable "
+              "directory and that nothing in it is a file where a directory is needed",
+              file=sys.stderr)
+        return 2
     print(f"wrote {len(changed)} changed file(s) of {len(files)}" + "".join(f"\n  {p}" for p in changed))
     return 0
 

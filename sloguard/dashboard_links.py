@@ -25,6 +25,7 @@ ALERT_PANELS: dict[str, tuple[str, int]] = {
     "PostgresLongRunningTransaction": (INCIDENT_UID, 9),
     "PostgresExporterDown": (INCIDENT_UID, 10),
     "PgStatStatementsUnavailable": (INCIDENT_UID, 10),
+    "SloHistogramBucketMissing": (SLO_OVERVIEW_UID, 4),
 }
 
 

@@ -83,6 +83,7 @@ ALERT_ANCHORS = {
     "PostgresLongRunningTransaction": "long-running-transactions",
     "PostgresExporterDown": "exporter-down",
     "PgStatStatementsUnavailable": "exporter-down",
+    "SloHistogramBucketMissing": "slo-error-budget-burn",  # a latency SLO whose threshold is no bucket boundary
 }
 
 RUNBOOK_PATH = "runbooks/high-latency-response.md"

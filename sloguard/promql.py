@@ -72,6 +72,62 @@ class Selector:
         return self.metric + "{" + ",".join(m.render() for m in self.matchers) + "}"
 
 
+_RE2_FLAGS = set("imsU")
+_QUANTIFIER_END = set("*+?}")
+
+
+def re2_problem(pattern: str) -> str | None:
+    """Why Prometheus (Go RE2) would reject a regex that Python's `re` accepts, or None.
+
+    RE2 has no lookaround, backreferences, possessive quantifiers, atomic groups, conditionals or \\Z; Python has
+    them all, so `re.compile` alone lets them through and promtool fails later.
+    """
+    i, n, prev_quantifier = 0, len(pattern), False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            nxt = pattern[i + 1:i + 2]
+            if nxt.isdigit() and nxt != "0":
+                return f"backreference \\{nxt} (RE2 has no backreferences)"
+            if nxt == "Z":
+                return "\\Z (RE2 spells end of text \\z)"
+            i, prev_quantifier = i + 2, False
+            continue
+        if c == "[":   # character class: skip to its closing bracket, nothing inside is special here
+            j = i + 1
+            if pattern[j:j + 1] == "^":
+                j += 1
+            if pattern[j:j + 1] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            i, prev_quantifier = j + 1, False
+            continue
+        if c == "(" and pattern[i + 1:i + 2] == "?":
+            rest = pattern[i + 2:]
+            if rest.startswith(("=", "!", "<=", "<!")):
+                opener = rest[:2] if rest[0] == "<" else rest[:1]
+                return f"lookaround '(?{opener}...)' (RE2 has no lookahead or lookbehind)"
+            if rest.startswith(">"):
+                return "atomic group '(?>...)' (not in RE2)"
+            if rest.startswith("("):
+                return "conditional group '(?(...)...)' (not in RE2)"
+            if rest.startswith("P="):
+                return "named backreference '(?P=name)' (RE2 has no backreferences)"
+            if rest.startswith("#"):
+                return "comment group '(?#...)' (not in RE2)"
+            if not rest.startswith(("P<", ":")):
+                flags = rest[:len(rest) - len(rest.lstrip("imsuxaLU-"))]
+                bad = sorted(set(flags) - _RE2_FLAGS - {"-"})
+                if bad or rest[len(flags):len(flags) + 1] not in (")", ":"):
+                    return f"group '(?{rest[:6]}' (RE2 allows (?:...), (?P<name>...) and the flags i, m, s, U)"
+        if c == "+" and prev_quantifier:
+            return f"possessive quantifier '{pattern[i - 1]}+' (not in RE2; drop the '+')"
+        prev_quantifier = c in _QUANTIFIER_END and not (c == "?" and prev_quantifier)
+        i += 1
+    return None
+
+
 _MATCHER_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*')
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
 
@@ -104,6 +160,10 @@ def parse_selector(text: str) -> Selector:
                 re.compile(value)
             except re.error as exc:
                 raise PromQLError(f"{text!r}: label {name} regex {value!r} is invalid: {exc}") from None
+            problem = re2_problem(value)
+            if problem:
+                raise PromQLError(f"{text!r}: label {name} regex {value!r} uses {problem}; Prometheus regexes are "
+                                  "RE2 (https://github.com/google/re2/wiki/Syntax)")
         matchers.append(Matcher(name, op, value))
         pos = m.end()
         if pos < len(body):

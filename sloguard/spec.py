@@ -13,6 +13,8 @@ from sloguard.rules.common import camel
 from sloguard.yamlnodes import YamlError, load_with_lines, render_path
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+# A Prometheus job name as scrape configs write them; also keeps quotes and template braces out of the rules.
+JOB_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 RESERVED_LABEL_PREFIXES = ("__", "sloth_")
 RESERVED_LABELS = {"severity", "burn_window", "alertname", "job", "instance"}
 SPEC_VERSION = 1
@@ -111,11 +113,17 @@ def _kind(value) -> str:
 
 def load_spec(path: str) -> model.Spec:
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            raw = fh.read()
     except OSError as exc:
         raise SpecError(path, None, "(file)", f"cannot read the spec: {exc.strerror}",
                         "pass an existing file with --spec (default slo.yaml)") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise SpecError(path, line, "(file)", f"not UTF-8 text (byte 0x{raw[exc.start]:02x})",
+                        "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
     return parse_spec(text, path)
 
 
@@ -141,6 +149,11 @@ def parse_spec(text: str, file: str = "slo.yaml") -> model.Spec:
     links = r.mapping(top["links"], ("links",), {"runbook": "https://.../runbooks/high-latency-response.md",
                                                  "grafana": "http://localhost:3000"}, required=("runbook", "grafana"))
     runbook = _url(r, links["runbook"], ("links", "runbook"))
+    if "#" in runbook:
+        # every alert appends #<its section>: a URL with its own fragment would end up with two
+        r.fail(("links", "runbook"), f"{runbook!r} already has a '#' fragment",
+               f"give the runbook file's URL without '#...', e.g. {runbook.split('#', 1)[0]}; sloguard adds each "
+               "alert's section anchor")
     grafana = _url(r, links["grafana"], ("links", "grafana")).rstrip("/")
     slos = _slos(r, top["slos"])
     alerting = _alerting(r, top.get("alerting", DEFAULT_ALERTING))
@@ -169,7 +182,12 @@ def _labels(r: _Reader, value) -> dict[str, str]:
                    "use letters, digits and _, not starting with __ or sloth_, e.g. team")
         if isinstance(val, bool) or not isinstance(val, str | int | float):
             r.fail(path, f"label value must be a string, got {_kind(val)}", f"write e.g. {key}: api-platform")
-        out[key] = promql.fmt_number(val) if isinstance(val, int | float) else val
+        text = promql.fmt_number(val) if isinstance(val, int | float) else val
+        if "{{" in text or "}}" in text:
+            # Prometheus expands templates in alert labels: {{ $value }} would make a new alert per value
+            r.fail(path, f"label value {text!r} contains a template ('{{{{' or '}}}}')",
+                   "use a fixed value; put varying text in annotations, not labels")
+        out[key] = text
     return dict(sorted(out.items()))
 
 
@@ -297,6 +315,10 @@ def _database(r: _Reader, value) -> model.Database:
         "seq_scans": "{min_live_rows, rows_read_per_second, for}", "lock_waits": "{max_waiting_sessions, for}",
         "long_transactions": "{max_seconds, for}"}, required=("latency_p99", "pool"))
     job = r.string(d.get("exporter_job", DEFAULT_EXPORTER_JOB), path + ("exporter_job",), DEFAULT_EXPORTER_JOB)
+    if not JOB_RE.match(job):
+        r.fail(path + ("exporter_job",), f"{job!r} is not a usable Prometheus job name",
+               f"use letters, digits and _ . : / - (the job_name of the exporter's scrape config), "
+               f"e.g. {DEFAULT_EXPORTER_JOB}")
     sec = _Section(r, d, path)
 
     lp = sec.open("latency_p99", {"metric": None, "threshold": 0.5, "for": "2m"}, required=("metric",))

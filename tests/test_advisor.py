@@ -1,6 +1,9 @@
 """The missing-index advisor on the scenario's data (real PostgreSQL 15 + HypoPG, 200k users)."""
 from __future__ import annotations
 
+import threading
+
+import pglast
 import psycopg
 import pytest
 
@@ -169,3 +172,36 @@ def test_array_columns_and_mcv_text(conn):
         assert [s.columns for s in found] == [("k",)]
     finally:
         conn.execute("DROP TABLE tagged")
+
+
+def test_safe_build_statements_never_pass_over_an_invalid_index(pg_cluster):
+    """The printed fix: a database default lock_timeout does not cancel it; an INVALID leftover fails loudly."""
+    db = "advisor_build"
+    pg_cluster.psql(f"DROP DATABASE IF EXISTS {db}")
+    pg_cluster.psql(f"CREATE DATABASE {db}")
+    try:
+        pg_cluster.psql("CREATE TABLE t (id int PRIMARY KEY, email text); "
+                        "INSERT INTO t SELECT g, 'u' || g FROM generate_series(1, 2000) g", db)
+        # a site-wide lock_timeout, shorter than the writer below stays open
+        pg_cluster.psql(f"ALTER DATABASE {db} SET lock_timeout = '200ms'")
+        statements = [s for sql in advisor.safe_build_statements("public", "t", ("email",)) for s in pglast.split(sql)]
+        dsn = pg_cluster.dsn(db)
+        with psycopg.connect(dsn) as writer, psycopg.connect(dsn, autocommit=True) as c:
+            writer.execute("UPDATE t SET email = email WHERE id = 1")
+            release = threading.Timer(1.0, writer.rollback)
+            release.start()
+            try:
+                for sql in statements:   # the build waits for the writer instead of failing at 200 ms
+                    c.execute(sql)
+            finally:
+                release.join()
+            assert c.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'public.t_email_idx'::regclass"
+                             ).fetchone() == (True,)
+            # an INVALID index (what a cancelled build leaves): re-running fails, and the check names the fix
+            c.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'public.t_email_idx'::regclass")
+            with pytest.raises(psycopg.errors.DuplicateTable):
+                c.execute(statements[-2])
+            with pytest.raises(psycopg.errors.RaiseException, match=r"INVALID.*DROP INDEX CONCURRENTLY public\.t_email_idx"):
+                c.execute(statements[-1])
+    finally:
+        pg_cluster.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")

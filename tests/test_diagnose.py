@@ -16,7 +16,9 @@ import pytest
 
 from sloguard import scenario_data as sd
 from sloguard.diagnose.__main__ import diagnose
-from sloguard.diagnose.collect import connect
+from sloguard.diagnose.collect import collect, connect
+from sloguard.diagnose.rank import rank
+from sloguard.diagnose.thresholds import Thresholds
 from sloguard.pgcluster import free_port
 
 SCENARIO_DB = "diag_scenario"
@@ -64,8 +66,12 @@ def test_scenario_names_users_statement_and_email_index(repo_root, scenario_dsn)
     assert top["kind"] == "missing_index"
     assert top["data"]["table"] == "public.users" and top["data"]["columns"] == ["email"]
     assert top["data"]["verified"] and top["data"]["cost_after"] < top["data"]["cost_before"] / 100
-    assert top["action"] == ("SET lock_timeout = '5s'; SET statement_timeout = 0; "
-                             "CREATE INDEX CONCURRENTLY users_email_idx ON public.users (email);")
+    statements = top["action"].splitlines()
+    assert statements[:2] == ["SET lock_timeout = 0; SET statement_timeout = 0;",
+                              "CREATE INDEX CONCURRENTLY users_email_idx ON public.users (email);"]
+    assert "IF NOT EXISTS" not in top["action"] and "indisvalid" in statements[2]
+    assert "DROP INDEX CONCURRENTLY public.users_email_idx" in statements[2]
+    assert top["data"]["index"] == "public.users_email_idx"
     stmt = next(s for s in report["evidence"]["statements"] if s["queryid"] == top["data"]["queryid"])
     assert "FROM users WHERE email = $1" in stmt["query"] and stmt["calls"] == LOGIN_CALLS
     suggested = [s["columns"] for s in report["evidence"]["index_suggestions"]]
@@ -80,7 +86,9 @@ def test_text_report_ranks_the_fix_first(repo_root, scenario_dsn):
     lines = proc.stdout.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith(" 1. "))
     assert "missing index on public.users (email)" in lines[first]
-    assert "CREATE INDEX CONCURRENTLY users_email_idx ON public.users (email)" in lines[first + 2]
+    assert lines[first + 2].strip() == "run: SET lock_timeout = 0; SET statement_timeout = 0;"
+    assert "CREATE INDEX CONCURRENTLY users_email_idx ON public.users (email)" in lines[first + 3]
+    assert "indisvalid" in lines[first + 4]
     assert proc.stderr == ""   # no progress indicator when stderr is not a terminal
 
 
@@ -91,7 +99,8 @@ def test_markdown_report_has_every_section(repo_root, scenario_dsn):
                     "## Large tables read by sequential scans", "## Candidate indexes (HypoPG)", "## Lock waits",
                     "## Long transactions", "## Latest migrations"):
         assert f"\n{section}\n" in proc.stdout, section
-    assert "```sql\n   SET lock_timeout = '5s'; SET statement_timeout = 0; CREATE INDEX CONCURRENTLY" in proc.stdout
+    assert ("```sql\n   SET lock_timeout = 0; SET statement_timeout = 0;\n   CREATE INDEX CONCURRENTLY users_email_idx"
+            in proc.stdout)
     assert "| public.users (email) |" in proc.stdout
 
 
@@ -290,5 +299,52 @@ def test_progress_indicator_only_on_a_terminal(repo_root, scenario_dsn):
             os.close(slave)
         os.close(master)
     assert proc.returncode == 1
-    assert "[3/7] top statements" in progress and "index advice (HypoPG)" in progress
+    assert "[4/7] top statements (sampled over 3 s)" in progress and "index advice (HypoPG)" in progress
     assert "[" not in proc.stdout.split("\n")[0]   # the report itself carries no progress noise
+
+
+def test_statement_slow_now_is_found_despite_a_cheap_history(pg_cluster, scratch_db):
+    """3,000 cheap index lookups, then the index goes and the same statement seq-scans during the sample window:
+    the mean since reset stays under the threshold, the window's mean is far over it."""
+    dsn = pg_cluster.dsn(scratch_db)
+    pg_cluster.psql("CREATE EXTENSION pg_stat_statements; "
+                    "CREATE TABLE accounts (id int PRIMARY KEY, email text NOT NULL, note text); "
+                    "INSERT INTO accounts SELECT g, 'a' || g || '@example.com', repeat('x', 40) "
+                    "FROM generate_series(1, 60000) g; CREATE INDEX accounts_email_idx ON accounts (email); "
+                    "ANALYZE accounts", scratch_db)
+    query = "SELECT * FROM accounts WHERE email = %s"
+    work = psycopg.connect(dsn, autocommit=True)
+    try:
+        for i in range(3000):
+            work.execute(query, (f"a{i + 1}@example.com",), prepare=True).fetchall()
+
+        def slow_phase_during_the_window(seconds: float) -> None:
+            assert 0 < seconds <= 3
+            work.execute("DROP INDEX accounts_email_idx")
+            for i in range(30):
+                work.execute(query, (f"a{i * 997 + 1}@example.com",), prepare=True).fetchall()
+
+        th = Thresholds(slow_mean_seconds=0.0005, min_live_rows=1000)
+        conn = connect(dsn)
+        try:
+            windowed = collect(conn, "t", th, sample_seconds=3, sleep=slow_phase_during_the_window)
+            cumulative = collect(conn, "t", th, sample_seconds=0)
+        finally:
+            conn.close()
+    finally:
+        work.close()
+
+    def login(ev):
+        return next(s for s in ev.statements if s.query and s.query.startswith("SELECT * FROM accounts"))
+
+    stmt = login(windowed)
+    assert stmt.calls == 3030 and stmt.mean_exec_seconds < th.slow_mean_seconds / 2   # the history hides it
+    assert windowed.sample_seconds > 0   # measured (the injected sleep does the work instead of sleeping)
+    slow = [f for f in rank(windowed, None, th) if f.kind == "slow_statement" and f.data["queryid"] == stmt.queryid]
+    assert len(slow) == 1 and slow[0].data["recent"] and slow[0].data["mean_seconds"] >= th.slow_mean_seconds
+    assert "(30 calls)" in slow[0].title
+    # --sample-seconds 0: the mean since the reset, which misses it (the behaviour the window fixes)
+    assert not any(f.kind == "slow_statement" and f.data["queryid"] == stmt.queryid
+                   for f in rank(cumulative, None, th))
+    # >=: the advisor's EXPLAIN of it in the first pass is a nested entry with the same queryid
+    assert cumulative.recent == {} and login(cumulative).calls >= 3030

@@ -150,7 +150,10 @@ def sql_blocks(md: str) -> list[str]:
 
 def test_runbook_has_the_safe_statements():
     sql = "\n".join(sql_blocks(read(RUNBOOK)))
-    for needed in ("SET lock_timeout = '5s'", "SET statement_timeout = 0", "CREATE INDEX CONCURRENTLY IF NOT EXISTS",
+    # no IF NOT EXISTS on the index build: it would pass silently over an INVALID index left by a failed build
+    assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS" not in sql
+    for needed in ("SET lock_timeout = '5s'", "SET lock_timeout = 0", "SET statement_timeout = 0",
+                   "CREATE INDEX CONCURRENTLY users_email_idx", "indisvalid FROM pg_index",
                    "pg_stat_progress_create_index", "NOT indisvalid", "DROP INDEX CONCURRENTLY",
                    "pg_cancel_backend", "pg_terminate_backend", "max_connections", "DROP COLUMN",
                    "hypopg_create_index", "pg_blocking_pids"):

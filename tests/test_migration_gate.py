@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import psycopg
 import pytest
 
 from sloguard.migration_gate.__main__ import main as gate_main
@@ -18,6 +19,7 @@ from sloguard.migration_gate.catalogue import parse_query_file
 from sloguard.migration_gate.errors import GateInputError
 from sloguard.migration_gate.runner import GateOptions, run_gate
 from sloguard.migration_gate.seed import load_seed_plan
+from sloguard.pgcluster import PG_BIN
 
 FIX_MIGRATION = "20240115_add_users_email_index.sql"
 
@@ -65,7 +67,8 @@ def test_gate_fails_without_the_email_index_and_prints_the_fix(repo_root, tmp_pa
     assert [n for n, v in verdicts.items() if v.failed] == ["login_by_email"]
     text = render(result)
     assert "FAIL  login_by_email" in text and "seq scan on public.users (200,000 rows" in text
-    assert "SET lock_timeout = '5s'; SET statement_timeout = 0; CREATE INDEX CONCURRENTLY" in text
+    assert "SET lock_timeout = 0; SET statement_timeout = 0;\n          CREATE INDEX CONCURRENTLY" in text
+    assert "indisvalid" in text and "DROP INDEX CONCURRENTLY public.users_email_idx" in text
     assert "ON public.users (email)" in text and "GATE FAILED" in text
 
 
@@ -123,3 +126,45 @@ def test_bad_inputs_name_the_file_field_and_fix(repo_root, tmp_path, capsys):
                       "--squawk-config", os.path.join(repo_root, ".squawk.toml")])
     assert code == 2
     assert "seed.yaml: tables.users.columns.email" in capsys.readouterr().err
+
+
+def _failed_concurrent_build(dsn: str, index: str, table: str, column: str) -> None:
+    """What a build cancelled by lock_timeout leaves: an INVALID index (an open writer makes it wait, 0.2 s)."""
+    with psycopg.connect(dsn) as writer, psycopg.connect(dsn, autocommit=True) as builder:
+        writer.execute(f"UPDATE {table} SET {column} = {column} WHERE id = 1")   # stays open: a writer
+        builder.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            builder.execute(f"CREATE INDEX CONCURRENTLY {index} ON {table} ({column})")
+        writer.rollback()
+
+
+def _is_valid(dsn: str, index: str):
+    with psycopg.connect(dsn, autocommit=True) as c:
+        row = c.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", (index,)).fetchone()
+    return None if row is None else row[0]
+
+
+def test_fix_migration_does_not_skip_over_an_invalid_index(repo_root, pg_cluster):
+    """Re-running the fix after a failed build must stop and name the drop, not succeed without an index."""
+    db = "gate_invalid_index"
+    pg_cluster.psql(f"DROP DATABASE IF EXISTS {db}")
+    pg_cluster.psql(f"CREATE DATABASE {db}")
+    try:
+        pg_cluster.psql("CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL); "
+                        "INSERT INTO users SELECT g, 'u' || g || '@example.com' FROM generate_series(1, 2000) g", db)
+        dsn = pg_cluster.dsn(db)
+        _failed_concurrent_build(dsn, "users_email_idx", "users", "email")
+        assert _is_valid(dsn, "users_email_idx") is False
+        migration = os.path.join(repo_root, "migrations", FIX_MIGRATION)
+        psql = [os.path.join(PG_BIN, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-f", migration]
+        proc = subprocess.run(psql, capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0, "the migration succeeded over an INVALID index"
+        assert "INVALID" in proc.stderr and "DROP INDEX CONCURRENTLY users_email_idx" in proc.stderr
+        assert _is_valid(dsn, "users_email_idx") is False
+        # the fix it names works: drop, re-run, a valid index
+        pg_cluster.psql("DROP INDEX CONCURRENTLY users_email_idx", db)
+        proc = subprocess.run(psql, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert _is_valid(dsn, "users_email_idx") is True
+    finally:
+        pg_cluster.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -203,32 +204,96 @@ def test_prometheus_rule_object_carries_the_same_groups():
     assert k8s["spec"]["groups"] == plain["groups"]
 
 
+REPLAY = os.path.join(ROOT, "tests", "promtool", "incident-2024-01-15-replay.yml")
+FULL_HISTORY = os.path.join(ROOT, "tests", "promtool", "full-history", "incident-2024-01-15-after-3-days.yml")
+FULL_HISTORY_OFFSET_MIN = 3 * 1440
+MIGRATION_MIN = 31          # 14:31, minutes after the replay's t0 (14:00)
+LAST_MIN = 450              # 21:30, the replays' last evaluation
+PAIRS = ("", "1h/5m", "6h/30m", "1d/2h", "3d/6h")
+TABLE_ROW = re.compile(r"^#\s+([A-Za-z0-9]+)(?: (\d+[hd]/\d+[mh]) (?:page|ticket))?(?: \(([a-z ]+)\))?\s+"
+                       r"(\d\d):(\d\d)\s+(\d+) min\s+(\d\d):(\d\d)\s+(.+?)\s*$", re.M)
+
+
 def _minutes(eval_time: str) -> int:
-    h = re.search(r"(\d+)h", eval_time)
-    m = re.search(r"(\d+)m", eval_time)
-    return (int(h.group(1)) if h else 0) * 60 + (int(m.group(1)) if m else 0)
+    units = {"d": 1440, "h": 60, "m": 1}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([dhm])", eval_time))
 
 
-def test_replay_time_to_detect_table_matches_its_assertions():
-    """The post-mortem quotes the TTD table at the top of the replay; it must say what the assertions check."""
-    path = os.path.join(ROOT, "tests", "promtool", "incident-2024-01-15-replay.yml")
+def _clock(hh: str, mm: str) -> int:
+    return (int(hh) - 14) * 60 + int(mm)
+
+
+def _asserted_states(path: str, tags: dict[str, str], offset: int = 0):
+    """(firing, silent): (alert, burn_window, statement tag) -> eval minutes (relative to 14:00) asserted so."""
     with open(path, encoding="utf-8") as fh:
-        text = fh.read()
-    doc = yaml.safe_load(text)
-    firing: dict[tuple[str, str], set[int]] = {}     # (alert, burn_window) -> eval minutes asserted firing
-    silent: dict[tuple[str, str], set[int]] = {}
+        doc = yaml.safe_load(fh)
+    firing: dict[tuple, set[int]] = {}
+    silent: dict[tuple, set[int]] = {}
     for case in doc["tests"][0]["alert_rule_test"]:
-        minute = _minutes(str(case["eval_time"]))
-        present = {c["exp_labels"].get("burn_window", "") for c in case.get("exp_alerts") or []}
-        for pair in present:
-            firing.setdefault((case["alertname"], pair), set()).add(minute)
-        for pair in {"", "1h/5m", "6h/30m", "1d/2h", "3d/6h"} - present:
-            silent.setdefault((case["alertname"], pair), set()).add(minute)
-    row = re.compile(r"^#\s+([A-Za-z0-9]+)(?: (\d+[hd]/\d+[mh]))?\s+(?:page|ticket)?\s*(\d\d):(\d\d)\s+(\d+) min", re.M)
-    rows = row.findall(text)
+        minute = _minutes(str(case["eval_time"])) - offset
+        # statement alerts are one row per statement (tag), the others one row per alert and burn window
+        per_statement = case["alertname"].startswith("PostgresStatement")
+        present = {(c["exp_labels"].get("burn_window", ""),
+                    tags.get(c["exp_labels"].get("queryid", ""), "") if per_statement else "")
+                   for c in case.get("exp_alerts") or []}
+        for key in present:
+            firing.setdefault((case["alertname"], *key), set()).add(minute)
+        for key in {(p, t) for p in PAIRS for t in ("", *tags.values())} - present:
+            silent.setdefault((case["alertname"], *key), set()).add(minute)
+    return firing, silent
+
+
+def test_replay_detection_table_matches_its_assertions():
+    """The post-mortem quotes the TTD table at the top of the replay; every column must be what the files assert:
+    silent one minute before `fires` and firing then, firing one minute before `resolves` and silent then, and
+    the full-history column likewise in the 3-days-of-history replay ("never": silent at every minute)."""
+    with open(REPLAY, encoding="utf-8") as fh:
+        text = fh.read()
+    tags = {qid: tag for tag, qid in re.findall(r"\(([a-z ]+)\) = queryid (\d+)", text)}
+    assert set(tags.values()) == {"login", "orders join"}
+    firing, silent = _asserted_states(REPLAY, tags)
+    full_firing, full_silent = _asserted_states(FULL_HISTORY, tags, FULL_HISTORY_OFFSET_MIN)
+    rows = TABLE_ROW.findall(text)
     assert len(rows) >= 17
-    for alert, pair, hh, mm, ttd in rows:
-        fires = (int(hh) - 14) * 60 + int(mm)
-        assert fires - 31 == int(ttd), f"{alert} {pair}: TTD must be counted from 14:31"
-        assert fires in firing.get((alert, pair), set()), f"{alert} {pair}: no assertion that it fires at {hh}:{mm}"
-        assert fires - 1 in silent.get((alert, pair), set()), f"{alert} {pair}: no assertion that it is silent before"
+    for alert, pair, tag, hh, mm, ttd, rh, rm, full in rows:
+        key, name = (alert, pair, tag), " ".join(x for x in (alert, pair, tag) if x)
+        fires, resolves = _clock(hh, mm), _clock(rh, rm)
+        assert fires - MIGRATION_MIN == int(ttd), f"{name}: TTD must be counted from 14:31"
+        assert fires in firing.get(key, set()), f"{name}: no assertion that it fires at {hh}:{mm}"
+        assert fires - 1 in silent.get(key, set()), f"{name}: no assertion that it is silent before {hh}:{mm}"
+        assert resolves - 1 in firing.get(key, set()), f"{name}: no assertion that it still fires before {rh}:{rm}"
+        assert resolves in silent.get(key, set()), f"{name}: no assertion that it is silent at {rh}:{rm}"
+        if full == "never":
+            missing = set(range(MIGRATION_MIN, LAST_MIN + 1)) - full_silent.get(key, set())
+            assert not missing, f"{name}: full history says never, but minutes {sorted(missing)[:5]} are not asserted"
+            continue
+        if full == "same":
+            full_fires = fires
+        else:
+            m = re.fullmatch(r"(\d\d):(\d\d) \((\d+) min\)", full)
+            assert m, f"{name}: full-history cell {full!r} is not 'same', 'never' or 'HH:MM (N min)'"
+            full_fires = _clock(m.group(1), m.group(2))
+            assert full_fires - MIGRATION_MIN == int(m.group(3)), f"{name}: full-history TTD is counted from 14:31"
+        assert full_fires in full_firing.get(key, set()), f"{name}: full history does not assert it fires then"
+        assert full_fires - 1 in full_silent.get(key, set()), f"{name}: full history does not assert silence before"
+
+
+@pytest.mark.slow
+def test_full_history_replay_passes_promtool():
+    """The 3-days-of-history replay is outside tests/promtool (about a minute of promtool): run it here."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: run `bash scripts/setup-system.sh`"
+    proc = subprocess.run([promtool, "test", "rules", os.path.basename(FULL_HISTORY)], cwd=os.path.dirname(FULL_HISTORY),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "SUCCESS" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("rate,guarded", [(1, True), (0, False)])
+def test_p99_alert_has_the_low_traffic_guard_unless_disabled(rate, guarded):
+    text = spec_text().replace("database:", f"alerting: {{min_request_rate: {rate}}}\ndatabase:")
+    spec = parse_spec(text)
+    groups, _ = build_groups(spec)
+    p99 = next(r for g in groups for r in g["rules"] if r.get("alert") == "ApiLatencyP99High")
+    guard = f'sum(rate(http_request_duration_seconds_count{{job="shop"}}[5m])) >= {rate}'
+    assert (guard in p99["expr"]) is guarded, p99["expr"]

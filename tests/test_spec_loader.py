@@ -160,6 +160,20 @@ CASES = [
      "slos[1].name", "longer than 40 characters", "at most 25", "name: checkout-payment-latency-europe", False),
     ("version-2", edit("version: 1", "version: 2"), "version", "unsupported spec version 2", "version: 1",
      "version: 2", True),
+    # Python's re accepts these, Prometheus' RE2 does not: promtool would reject the generated rules
+    ("selector-regex-lookahead", edit('code=~"5.."', 'code=~"5(?!04).."'), "slos[0].sli.events.errors",
+     "lookaround", "e.g.", "errors: http_requests_total", False),
+    ("selector-regex-backreference", edit('code=~"5.."', 'code=~"(5)\\\\1."'), "slos[0].sli.events.errors",
+     "backreference", "e.g.", "errors: http_requests_total", False),
+    ("selector-regex-possessive", edit('code=~"5.."', 'code=~"5.++"'), "slos[0].sli.events.errors",
+     "possessive quantifier", "e.g.", "errors: http_requests_total", False),
+    ("exporter-job-quote", edit("exporter_job: sloguard-pg-exporter", "exporter_job: 'pg\"x'"),
+     "database.exporter_job", "not a usable Prometheus job name", "sloguard-pg-exporter", "exporter_job:", True),
+    ("runbook-with-fragment", edit("runbook: https://example.com/runbooks/high-latency-response.md",
+                                   "runbook: https://example.com/runbooks/high-latency-response.md#top"),
+     "links.runbook", "already has a '#' fragment", "without '#", "runbook: https://", True),
+    ("label-value-template", edit("  team: api-platform", "  team: '{{ $value }}'"), "labels.team",
+     "contains a template", "fixed value", "team: '{{ $value }}'", True),
 ]
 
 
@@ -265,3 +279,34 @@ def test_cli_missing_spec_file_exits_2(tmp_path):
     assert proc.returncode == 2
     assert "nope.yaml" in proc.stderr and "cannot read" in proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_cli_non_utf8_spec_exits_2_with_line(tmp_path):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes(edit("description: Requests answered", "description: Requêtes answered").encode("latin-1"))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "generate.py"), "--spec", str(bad),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{bad}:{line_of(BASE, 'description: Requests answered')}: (file): not UTF-8" in proc.stderr
+    assert "Fix: save the file as UTF-8" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag", ["", "--check"])
+def test_cli_out_is_a_file_exits_2(tmp_path, flag):
+    out = tmp_path / "not-a-dir"
+    out.write_text("keep me\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "generate.py"), "--out", str(out),
+                           *([flag] if flag else [])], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert f"--out {out}: is a file, not a directory" in proc.stderr and "Traceback" not in proc.stderr
+    assert out.read_text(encoding="utf-8") == "keep me\n"
+
+
+def test_cli_unwritable_out_exits_2_without_traceback(tmp_path):
+    (tmp_path / "alerts").write_text("a file where generate.py needs a directory\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "generate.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "error: cannot write" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.rglob("*.tmp"))

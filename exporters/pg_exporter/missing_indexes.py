@@ -2,6 +2,11 @@
 
 Each evaluation costs a few EXPLAINs, so results are cached per queryid and re-checked at most every
 `missing_index_recheck_seconds`; at most `missing_index_per_scrape` statements are (re)evaluated per scrape.
+
+"Slow" is judged on the mean since the previous scrape (change in total time / change in calls), not the mean since
+the statistics were reset, which hides a statement turned slow after a long cheap history. The first scrape (or one
+after a statistics reset) uses the cumulative mean; a statement not called since the previous scrape keeps the mean
+of its last calls, so a rare statement does not flap between scrapes.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import psycopg
 from prometheus_client.core import GaugeMetricFamily
 
 from sloguard import names
-from sloguard.pginsight import advisor, queries
+from sloguard.pginsight import advisor, queries, window
 
 from .base import ScrapeContext
 
@@ -34,6 +39,25 @@ class MissingIndexesCollector:
         self._cache: dict[tuple[str, int], _Entry] = {}
         self._clock = clock
         self.evaluations = 0   # statements sent to the advisor since start (tests, benchmark)
+        # previous scrape's counters and the mean each statement was judged by (bounded by statements_top_n)
+        self._previous: dict[window.StatementKey, tuple[queries.StatementStat, float]] = {}
+
+    def recent_means(self, top: list[queries.StatementStat]) -> dict[window.StatementKey, float]:
+        """Mean execution seconds per statement since the previous scrape (see the module docstring)."""
+        means: dict[window.StatementKey, tuple[queries.StatementStat, float]] = {}
+        for s in top:
+            k = window.key(s)
+            prev = self._previous.get(k)
+            recent = window.window_mean(prev[0] if prev else None, s)
+            if recent is not None:
+                mean = recent.mean_seconds
+            elif prev is not None and s.calls == prev[0].calls:
+                mean = prev[1]                 # not called since: what its last calls cost
+            else:
+                mean = s.mean_exec_seconds     # first sample, or the statistics were reset
+            means[k] = (s, mean)
+        self._previous = means
+        return {k: mean for k, (_, mean) in means.items()}
 
     def collect(self, ctx: ScrapeContext):
         opts = ctx.options
@@ -44,8 +68,9 @@ class MissingIndexesCollector:
         top = ctx.top_statements
         if top is None:   # the statements collector failed or is off: read the catalogue ourselves
             top = queries.top_statements(ctx.conn, opts.statements_top_n, ctx.caps)
+        means = self.recent_means(top)
         slow = [s for s in top if s.datname == ctx.caps.database
-                and s.mean_exec_seconds * 1000 >= opts.missing_index_min_mean_ms
+                and means[window.key(s)] * 1000 >= opts.missing_index_min_mean_ms
                 and s.calls >= opts.missing_index_min_calls][: opts.missing_index_statements]
         self._refresh(ctx, slow)
         return self._families(ctx.caps.database, slow)

@@ -2,9 +2,14 @@
 
 The SQL lives in sloguard.pginsight (shared with the exporter); index advice is pginsight.advisor (HypoPG).
 CREATE INDEX is never run here: the report prints it.
+
+pg_stat_statements is read twice, `sample_seconds` apart (other steps run in between): a statement is judged by the
+mean of the calls made in that window, which a long cheap history cannot hide (pginsight.window). A statement not
+called in the window, or sample_seconds = 0, falls back to the mean since the statistics were reset.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,7 +17,7 @@ from datetime import datetime
 import psycopg
 
 from sloguard.diagnose.thresholds import Thresholds
-from sloguard.pginsight import advisor
+from sloguard.pginsight import advisor, window
 from sloguard.pginsight import queries as q
 
 STATEMENT_TIMEOUT_MS = 10_000
@@ -22,7 +27,9 @@ LOCK_TIMEOUT_MS = 1_000
 # pginsight reads the top N of all databases (no text: cheap); we keep this database's first TOP_STATEMENTS.
 READ_STATEMENTS = 1000
 TOP_STATEMENTS = 50
-ADVISE_STATEMENTS = 15     # statements given to the index advisor, by total time
+ADVISE_STATEMENTS = 15     # statements given to the index advisor, by total time (in the window first)
+DEFAULT_SAMPLE_SECONDS = 3.0
+MAX_SAMPLE_SECONDS = 60.0
 
 # Blockers of lock waiters: who they are and how long they hold, never their query text (it can hold secrets).
 BLOCKERS_SQL = """
@@ -69,6 +76,13 @@ class DatabaseEvidence:
     migration: q.Migration | None = None
     notes: list[str] = field(default_factory=list)
     collected_at: datetime | None = None
+    sample_seconds: float = 0.0                   # measured window between the two statement samples; 0: none
+    recent: dict[window.StatementKey, window.WindowMean] = field(default_factory=dict)   # statements called in it
+
+    def mean_now(self, s: q.StatementStat) -> tuple[float, window.WindowMean | None]:
+        """The mean a statement is judged by: over the sample window when it ran in it, else since the reset."""
+        recent = self.recent.get(window.key(s))
+        return (recent.mean_seconds, recent) if recent else (s.mean_exec_seconds, None)
 
 
 def describe_target(dsn: str) -> str:
@@ -96,7 +110,8 @@ def connect(dsn: str, connect_timeout: int = 5) -> psycopg.Connection:
 
 
 def collect(conn: psycopg.Connection, target: str, th: Thresholds, migrations_table: str = "schema_migrations",
-            progress: Callable[[str], None] = lambda step: None) -> DatabaseEvidence:
+            progress: Callable[[str], None] = lambda step: None, *, sample_seconds: float = DEFAULT_SAMPLE_SECONDS,
+            sleep: Callable[[float], None] = time.sleep) -> DatabaseEvidence:
     ev = DatabaseEvidence(target=target)
     progress("capabilities")
     caps = q.capabilities(conn)
@@ -106,20 +121,12 @@ def collect(conn: psycopg.Connection, target: str, th: Thresholds, migrations_ta
     except q.MissingPrivilege as e:
         raise CannotDiagnose(str(e)) from e
     ev.collected_at = conn.execute("SELECT now()").fetchone()[0]
+    first, first_at = (_top_statements(conn, caps), time.monotonic()) if sample_seconds > 0 else (None, 0.0)
 
     progress("connections")
     settings = q.connection_settings(conn)
     ev.max_connections, ev.reserved_connections = settings.max_connections, settings.superuser_reserved_connections
     ev.connections = q.connections(conn)
-
-    progress("top statements")
-    try:
-        stats = q.top_statements(conn, READ_STATEMENTS, caps)
-    except q.ExtensionMissing as e:
-        raise CannotDiagnose(f"extension missing: {e}") from e
-    mine = [s for s in stats if s.datname == caps.database][:TOP_STATEMENTS]
-    texts = q.statement_texts(conn, [s.queryid for s in mine])
-    ev.statements = [_with_text(s, texts.get(s.queryid)) for s in mine]
 
     progress("tables")
     try:
@@ -127,13 +134,30 @@ def collect(conn: psycopg.Connection, target: str, th: Thresholds, migrations_ta
     except psycopg.errors.LockNotAvailable:
         ev.notes.append(_LOCKED.format(step="table sizes"))
 
+    progress(f"top statements (sampled over {sample_seconds:g} s)" if first is not None else "top statements")
+    if first is not None:
+        sleep(max(0.0, sample_seconds - (time.monotonic() - first_at)))
+    stats = _top_statements(conn, caps)
+    if first is not None:
+        ev.sample_seconds = time.monotonic() - first_at
+        before = window.by_key(first)
+        ev.recent = {window.key(s): m for s in stats if (m := window.window_mean(before.get(window.key(s)), s))}
+        ev.notes.append(f"statement means: over the last {ev.sample_seconds:.1f} s for statements called in that "
+                        "window, else since the statistics were reset (--sample-seconds)")
+    else:
+        ev.notes.append("statement means: since the statistics were reset (--sample-seconds 0)")
+    mine = [s for s in stats if s.datname == caps.database][:TOP_STATEMENTS]
+    texts = q.statement_texts(conn, [s.queryid for s in mine])
+    ev.statements = [_with_text(s, texts.get(s.queryid)) for s in mine]
+
     progress("index advice (HypoPG)" if ev.hypopg else "index advice")
     if not ev.hypopg:
         ev.notes.append("hypopg is not installed in this database: index candidates are unverified "
                         "(a superuser can run `CREATE EXTENSION hypopg;` — diagnose never creates it)")
-    candidates = [s for s in ev.statements if s.query][:ADVISE_STATEMENTS]
+    # what costs the most now first (time spent in the window), then the cumulative order
+    candidates = sorted((s for s in ev.statements if s.query), key=lambda s: -_window_seconds(ev, s))
     try:
-        ev.suggestions = advisor.suggest_for_statements(conn, candidates, use_hypopg=ev.hypopg,
+        ev.suggestions = advisor.suggest_for_statements(conn, candidates[:ADVISE_STATEMENTS], use_hypopg=ev.hypopg,
                                                         limit=ADVISE_STATEMENTS, min_live_rows=th.min_live_rows)
     except psycopg.errors.LockNotAvailable:
         ev.notes.append(_LOCKED.format(step="index advice"))
@@ -154,6 +178,18 @@ def collect(conn: psycopg.Connection, target: str, th: Thresholds, migrations_ta
     if ev.migration is None:
         ev.notes.append(f"no migrations found in table {migrations_table} (use --migrations-table)")
     return ev
+
+
+def _top_statements(conn: psycopg.Connection, caps: q.Capabilities) -> list[q.StatementStat]:
+    try:
+        return q.top_statements(conn, READ_STATEMENTS, caps)
+    except q.ExtensionMissing as e:
+        raise CannotDiagnose(f"extension missing: {e}") from e
+
+
+def _window_seconds(ev: DatabaseEvidence, s: q.StatementStat) -> float:
+    recent = ev.recent.get(window.key(s))
+    return recent.calls * recent.mean_seconds if recent else 0.0
 
 
 def _with_text(s: q.StatementStat, text: str | None) -> q.StatementStat:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sloguard.diagnose.collect import DatabaseEvidence
 from sloguard.diagnose.prom import PrometheusEvidence
 from sloguard.diagnose.thresholds import Thresholds
+from sloguard.pginsight import advisor
 
 SEVERITIES = ("critical", "warning", "info")
 # The missing index is the cause; slow statements, seq scans and the pool are what it causes.
@@ -33,12 +34,10 @@ class Finding:
         return (SEVERITIES.index(self.severity), -KIND_WEIGHT.get(self.kind, 0), -self.score)
 
 
-def concurrent_ddl(ddl: str) -> str:
-    """The exact statements to run: bounded lock wait, no statement timeout for the build, CONCURRENTLY."""
-    ddl = ddl.strip().rstrip(";")
-    if "CONCURRENTLY" not in ddl.upper():
-        ddl = ddl.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY", 1)
-    return f"SET lock_timeout = '5s'; SET statement_timeout = 0; {ddl};"
+def build_sql(sug: advisor.IndexSuggestion) -> str:
+    """The exact statements to run, one per line: no lock timeout, no statement timeout, CONCURRENTLY, then a check
+    that fails loudly on an INVALID index (see pginsight.advisor.safe_build_statements for why)."""
+    return "\n".join(advisor.safe_build_statements(sug.schemaname, sug.relname, tuple(sug.columns)))
 
 
 def _short(sql: str | None, width: int = 160) -> str:
@@ -62,13 +61,18 @@ def connection_findings(db: DatabaseEvidence, th: Thresholds) -> list[Finding]:
 def statement_findings(db: DatabaseEvidence, th: Thresholds) -> list[Finding]:
     out = []
     for s in db.statements:
-        if s.mean_exec_seconds >= th.slow_mean_seconds and s.calls >= SLOW_MIN_CALLS:
+        # judged on the calls of the sample window when it ran in it: a cheap history must not hide it
+        mean, recent = db.mean_now(s)
+        if mean >= th.slow_mean_seconds and s.calls >= SLOW_MIN_CALLS:
+            when = (f"over the last {db.sample_seconds:.0f} s ({recent.calls} calls)" if recent
+                    else "since the statistics were reset")
             out.append(Finding(
-                "slow_statement", "warning", f"slow statement {s.queryid}: mean {s.mean_exec_seconds * 1000:.0f} ms",
-                f"{_short(s.query)} — {s.calls} calls, {s.total_exec_seconds:.1f} s total, "
-                f"max {s.max_exec_seconds * 1000:.0f} ms (threshold {th.slow_mean_seconds * 1000:.0f} ms)",
+                "slow_statement", "warning", f"slow statement {s.queryid}: mean {mean * 1000:.0f} ms {when}",
+                f"{_short(s.query)} — {s.calls} calls, {s.total_exec_seconds:.1f} s total, mean since reset "
+                f"{s.mean_exec_seconds * 1000:.0f} ms, max {s.max_exec_seconds * 1000:.0f} ms "
+                f"(threshold {th.slow_mean_seconds * 1000:.0f} ms)",
                 "see the candidate index below, or EXPLAIN (ANALYZE, BUFFERS) it",
-                s.total_exec_seconds, {"queryid": s.queryid}))
+                s.total_exec_seconds, {"queryid": s.queryid, "mean_seconds": mean, "recent": recent is not None}))
     return out
 
 
@@ -99,14 +103,17 @@ def index_findings(db: DatabaseEvidence) -> list[Finding]:
                 "unverified (no HypoPG)")
         detail = f"{cost}; statement {sug.queryid}: {_short(stmt.query if stmt else None)}"
         if stmt:
-            detail += f" ({stmt.calls} calls, mean {stmt.mean_exec_seconds * 1000:.1f} ms)"
+            mean, recent = db.mean_now(stmt)
+            detail += f" ({stmt.calls} calls, mean {mean * 1000:.1f} ms{' recently' if recent else ''})"
         gain = sug.cost_before / max(sug.cost_after or sug.cost_before, 0.01)
         out.append(Finding("missing_index", "warning",
                            f"missing index on {sug.schemaname}.{sug.relname} ({', '.join(sug.columns)})",
-                           detail, concurrent_ddl(sug.ddl), gain,
+                           detail, build_sql(sug), gain,
                            {"table": f"{sug.schemaname}.{sug.relname}", "columns": list(sug.columns),
                             "queryid": sug.queryid, "verified": sug.verified, "cost_before": sug.cost_before,
-                            "cost_after": sug.cost_after, "ddl": concurrent_ddl(sug.ddl)}, action_is_sql=True))
+                            "cost_after": sug.cost_after, "ddl": build_sql(sug),
+                            "index": f"{sug.schemaname}.{advisor.index_name(sug.relname, tuple(sug.columns))}"},
+                           action_is_sql=True))
     return out
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from sloguard.diagnose.collect import DatabaseEvidence
 from sloguard.diagnose.prom import PrometheusEvidence
 from sloguard.diagnose.rank import Finding
+from sloguard.pginsight import window
 
 TOP = 5
 VERDICT = {0: "healthy: no findings", 1: "findings: see above, most urgent first"}
@@ -18,7 +19,12 @@ def _one_line(sql: str | None, width: int = 100) -> str:
 
 
 def _by_mean(db: DatabaseEvidence):
-    return sorted(db.statements, key=lambda s: -s.mean_exec_seconds)[:TOP]
+    return sorted(db.statements, key=lambda s: -db.mean_now(s)[0])[:TOP]
+
+
+def _recent_ms(db: DatabaseEvidence, s) -> str:
+    recent = db.recent.get(window.key(s))
+    return f"{recent.mean_seconds * 1000:.1f}" if recent else "-"
 
 
 def _sections(db: DatabaseEvidence, prom: PrometheusEvidence | None) -> list[tuple[str, list[str], list[list]]]:
@@ -28,8 +34,9 @@ def _sections(db: DatabaseEvidence, prom: PrometheusEvidence | None) -> list[tup
                  for c in sorted(db.connections, key=lambda c: -c.count)]
     conn_rows.append(["total", "", "", f"{used} / {db.max_connections - db.reserved_connections} usable"])
     stmt = lambda s: [s.queryid, s.calls, f"{s.total_exec_seconds:.2f}", f"{s.mean_exec_seconds * 1000:.1f}",  # noqa: E731
-                      _one_line(s.query)]
-    stmt_header = ["queryid", "calls", "total s", "mean ms", "statement"]
+                      _recent_ms(db, s), _one_line(s.query)]
+    # "recent": the calls of the last --sample-seconds ("-": not called then)
+    stmt_header = ["queryid", "calls", "total s", "mean ms", f"last {db.sample_seconds:.0f} s mean ms" if db.sample_seconds else "recent mean ms", "statement"]
     tables = [[f"{t.schemaname}.{t.relname}", f"{t.live_rows:,}", f"{t.seq_scan:,}", f"{t.seq_tup_read:,}",
                f"{t.idx_scan:,}"] for t in db.tables if t.seq_scan][:TOP]
     idx = [[f"{s.schemaname}.{s.relname} ({', '.join(s.columns)})", f"{s.cost_before:,.0f}",
@@ -76,7 +83,7 @@ def render_text(db, prom, findings: list[Finding], code: int, notes: list[str]) 
         if f.detail:
             out.append(f"      {f.detail}")
         if f.action:
-            out.append(f"      run: {f.action}")
+            out.append("      run: " + f.action.replace("\n", "\n           "))
     info = [f for f in findings if f.severity == "info"]
     if info:
         out += ["", "CONTEXT:"] + [f"  - {f.title}" for f in info]
@@ -110,7 +117,7 @@ def render_markdown(db, prom, findings: list[Finding], code: int, notes: list[st
         if f.detail:
             out.append(f"   {_md_cell(f.detail)}")
         if f.action and f.action_is_sql:
-            out += ["", "   ```sql", f"   {f.action}", "   ```"]
+            out += ["", "   ```sql", *[f"   {line}" for line in f.action.splitlines()], "   ```"]
         elif f.action:
             out.append(f"   Next: {_md_cell(f.action)}")
     for title, header, rows in _sections(db, prom):
@@ -138,7 +145,9 @@ def render_json(db, prom, findings: list[Finding], code: int, notes: list[str]) 
         "evidence": {
             "max_connections": db.max_connections, "superuser_reserved_connections": db.reserved_connections,
             "connections": [asdict(c) for c in db.connections],
-            "statements": [{**asdict(s), "mean_exec_seconds": s.mean_exec_seconds} for s in db.statements],
+            "statements": [{**asdict(s), "mean_exec_seconds": s.mean_exec_seconds, **_recent_json(db, s)}
+                           for s in db.statements],
+            "statement_sample_seconds": db.sample_seconds,
             "tables": [asdict(t) for t in db.tables],
             "index_suggestions": [asdict(s) for s in db.suggestions],
             "lock_waiters": [asdict(w) for w in db.lock_waiters],
@@ -150,6 +159,12 @@ def render_json(db, prom, findings: list[Finding], code: int, notes: list[str]) 
         "notes": _notes(db, prom, notes),
     }
     return json.dumps(doc, indent=2, default=default)
+
+
+def _recent_json(db: DatabaseEvidence, s) -> dict:
+    recent = db.recent.get(window.key(s))
+    return {"recent_calls": recent.calls if recent else 0,
+            "recent_mean_exec_seconds": recent.mean_seconds if recent else None}
 
 
 RENDERERS = {"text": render_text, "markdown": render_markdown, "json": render_json}

@@ -14,6 +14,7 @@ import psycopg
 
 from sloguard.migration_gate.errors import GateInputError
 from sloguard.migration_gate.runner import GateOptions, GateResult, run_gate
+from sloguard.pginsight import advisor
 
 
 def _fix_lines(v) -> list[str]:
@@ -24,17 +25,11 @@ def _fix_lines(v) -> list[str]:
         after = f"{s.cost_after:,.2f}" if s.cost_after is not None else "?"
         how = "HypoPG-verified" if s.verified else "unverified"
         lines.append(f"        fix ({how}, plan cost {s.cost_before:,.2f} -> {after}):")
-        lines.append(f"          SET lock_timeout = '5s'; SET statement_timeout = 0; {_concurrent(s.ddl)};")
+        lines += [f"          {sql}" for sql in advisor.safe_build_statements(s.schemaname, s.relname,
+                                                                            tuple(s.columns))]
     if not lines and v.large_seq_scans:
         lines.append("        no single-column index found that removes the seq scan: review the query")
     return lines
-
-
-def _concurrent(ddl: str) -> str:
-    ddl = ddl.strip().rstrip(";")
-    if "CONCURRENTLY" not in ddl.upper():
-        ddl = ddl.replace("CREATE INDEX", "CREATE INDEX CONCURRENTLY", 1)
-    return ddl
 
 
 def render(result: GateResult) -> str:

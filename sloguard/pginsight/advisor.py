@@ -162,11 +162,38 @@ def quote_ident(name: str) -> str:
     return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
 
 
+def index_name(table: str, columns: tuple[str, ...]) -> str:
+    return "_".join((table, *columns, "idx"))[:63]
+
+
 def index_ddl(schema: str, table: str, columns: tuple[str, ...], concurrently: bool = True) -> str:
-    idx_name = "_".join((table, *columns, "idx"))[:63]
     cols = ", ".join(quote_ident(c) for c in columns)
     conc = "CONCURRENTLY " if concurrently else ""
-    return f"CREATE INDEX {conc}{quote_ident(idx_name)} ON {quote_ident(schema)}.{quote_ident(table)} ({cols})"
+    return (f"CREATE INDEX {conc}{quote_ident(index_name(table, columns))} "
+            f"ON {quote_ident(schema)}.{quote_ident(table)} ({cols})")
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def safe_build_statements(schema: str, table: str, columns: tuple[str, ...]) -> list[str]:
+    """The statements to run (psql, autocommit, on the primary) to build the index and know that it worked.
+
+    - lock_timeout = 0: the build's only table lock (SHARE UPDATE EXCLUSIVE) queues no reads or writes, but a
+      lock_timeout also bounds its waits for older writers and snapshots, so any transaction older than the timeout
+      cancels the build and leaves an INVALID index (measured on PG15; see the runbook's Missing index section).
+      0 also overrides a role or database default.
+    - no IF NOT EXISTS: on a re-run it would skip silently over an INVALID index left by a failed build.
+    - the DO block fails loudly when the index is INVALID and names the drop-and-retry statement.
+    """
+    qualified = f"{quote_ident(schema)}.{quote_ident(index_name(table, columns))}"
+    message = (f"index {qualified} is INVALID (the build failed or was cancelled): "
+               f"run DROP INDEX CONCURRENTLY {qualified}; then CREATE INDEX CONCURRENTLY again")
+    check = ("DO $sloguard$ BEGIN IF NOT coalesce((SELECT indisvalid FROM pg_index WHERE indexrelid = "
+             f"{_literal(qualified)}::regclass), false) THEN RAISE EXCEPTION '%', {_literal(message)}; "
+             "END IF; END $sloguard$;")
+    return ["SET lock_timeout = 0; SET statement_timeout = 0;", index_ddl(schema, table, columns) + ";", check]
 
 
 def hypopg_available(conn: psycopg.Connection) -> bool:

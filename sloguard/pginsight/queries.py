@@ -45,6 +45,8 @@ SELECT DISTINCT ON (s.queryid) s.queryid, s.query
 FROM pg_stat_statements(true) s
 WHERE s.queryid = ANY(%(queryids)s)
   AND (%(all_databases)s OR s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()))
+-- the application's own (top-level) text: the advisor's nested PREPARE of the same statement shares its queryid
+ORDER BY s.queryid, s.toplevel DESC
 """
 
 # --- privileges and extensions --------------------------------------------------------------------------------

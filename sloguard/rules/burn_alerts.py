@@ -10,8 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sloguard import model, names, promql
-from sloguard.rules.common import camel, link_annotations, selector_matchers, slo_labels, total_selector
+from sloguard.rules.common import (
+    camel,
+    link_annotations,
+    selector_matchers,
+    slo_labels,
+    threshold_bucket,
+    total_selector,
+)
 from sloguard.rules.slo_recording import ratio_metric
+
+BUCKET_MISSING_ALERT = "SloHistogramBucketMissing"
+BUCKET_MISSING_FOR = "10m"
 
 
 @dataclass(frozen=True)
@@ -88,3 +98,30 @@ def build_burn_alerts(spec: model.Spec, slo: model.SLO) -> tuple[list[dict], lis
             },
         })
     return rules, warnings
+
+
+def build_bucket_missing_alert(spec: model.Spec, slo: model.SLO) -> list[dict]:
+    """A latency SLO whose threshold is not a bucket boundary has no ratio (and no burn-rate alert): say so.
+
+    Requests flow (the _count moves) but no bucket matches the threshold's `le`: the config is wrong, not the API.
+    """
+    if not isinstance(slo.sli, model.LatencySLI):
+        return []
+    total = total_selector(slo)
+    threshold = promql.fmt_number(slo.sli.threshold)
+    metric = slo.sli.metric.replace("{{", "{ {").replace("}}", "} }")
+    return [{
+        "alert": BUCKET_MISSING_ALERT,
+        "expr": f"sum(rate({total}[1h])) > 0\nunless on ()\nsum(rate({threshold_bucket(slo)}[1h]))",
+        "for": BUCKET_MISSING_FOR,
+        "labels": {**slo_labels(spec, slo), "severity": "warning"},
+        "annotations": {
+            "summary": f"The {slo.name} SLO of {spec.service} cannot be computed: no histogram bucket at {threshold}s.",
+            "description": (
+                f"{metric} serves {{{{ $value | humanize }}}} requests/s but has no bucket with le=\"{threshold}\", "
+                f"the SLO threshold: the {slo.name} "
+                "error ratio and its burn-rate alerts are absent, not healthy. Set the threshold in the spec to "
+                "one of the histogram's bucket boundaries, or add this boundary to the application's buckets."),
+            **link_annotations(spec, BUCKET_MISSING_ALERT),
+        },
+    }]

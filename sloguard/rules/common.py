@@ -47,7 +47,13 @@ def error_ratio_expr(slo: model.SLO, window: str) -> str:
     if isinstance(slo.sli, model.EventsSLI):
         errors = f"(sum({fn}({slo.sli.errors}[{window}])) or vector(0))"
         return f"{errors}\n/\n{total}"
-    le = promql.Matcher("le", "=~", promql.le_regex(slo.sli.threshold))
-    # `or vector(0)` here too: a threshold that is not a bucket boundary then burns 100% (loud), not silence.
-    good = f"(sum({fn}({promql.inject(promql.with_suffix(slo.sli.metric, '_bucket'), le)}[{window}])) or vector(0))"
+    # No `or vector(0)` on the good side: a threshold that is not a bucket boundary would read as 100% slow and
+    # page for a typo. The ratio is absent instead, and SloHistogramBucketMissing (burn_alerts) names the cause.
+    good = f"sum({fn}({threshold_bucket(slo)}[{window}]))"
     return f"1 - (\n  {good}\n  /\n  {total}\n)"
+
+
+def threshold_bucket(slo: model.SLO) -> str:
+    """The histogram bucket series at the latency SLI's threshold (every usual spelling of `le`)."""
+    le = promql.Matcher("le", "=~", promql.le_regex(slo.sli.threshold))
+    return promql.inject(promql.with_suffix(slo.sli.metric, "_bucket"), le)

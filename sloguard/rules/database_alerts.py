@@ -16,8 +16,9 @@ EXPORTER_DOWN_FOR = "5m"
 STATEMENTS_UNAVAILABLE_FOR = "10m"
 
 
-def _job(spec: model.Spec, metric: str, extra: str = "") -> str:
-    return f'{metric}{{job="{spec.database.exporter_job}"{extra}}}'
+def _job(spec: model.Spec, metric: str, *extra: promql.Matcher) -> str:
+    """metric{job="<exporter_job>", ...}, escaped by Matcher.render (the loader also restricts the job name)."""
+    return promql.Selector(metric, (promql.Matcher("job", "=", spec.database.exporter_job), *extra)).render()
 
 
 def build_database_recordings(spec: model.Spec) -> list[dict]:
@@ -45,6 +46,7 @@ def _alert(spec: model.Spec, name: str, expr: str, for_: str, severity: str, sum
 def build_database_alerts(spec: model.Spec) -> list[dict]:
     db, n = spec.database, promql.fmt_number
     job = db.exporter_job
+    job_up = _job(spec, "up")
     p99 = db.latency_p99
     bucket = promql.with_suffix(p99.metric, "_bucket")
     pool = db.pool
@@ -52,9 +54,13 @@ def build_database_alerts(spec: model.Spec) -> list[dict]:
     ss = db.slow_statements
     stmt_keys = "{{ $labels.datname }} queryid {{ $labels.queryid }} (user {{ $labels.user }})"
     table = "{{ $labels.datname }}.{{ $labels.schemaname }}.{{ $labels.relname }}"
+    p99_expr = f"histogram_quantile(0.99, sum by (le) (rate({bucket}[5m]))) > {n(p99.threshold)}"
+    if spec.alerting.min_request_rate > 0:
+        # same low-traffic guard as the burn-rate pages: 3 requests in 5 min, one slow, must not page anyone
+        count = promql.with_suffix(p99.metric, "_count")
+        p99_expr += f"\nand on ()\nsum(rate({count}[5m])) >= {n(spec.alerting.min_request_rate)}"
     return [
-        _alert(spec, "ApiLatencyP99High",
-               f"histogram_quantile(0.99, sum by (le) (rate({bucket}[5m]))) > {n(p99.threshold)}",
+        _alert(spec, "ApiLatencyP99High", p99_expr,
                p99.for_.text, "critical", "API p99 latency is above its threshold.",
                f"p99 latency over 5m is {{{{ $value | humanizeDuration }}}} (threshold {n(p99.threshold)}s). "
                "Check the pool and slow-statement alerts for the cause."),
@@ -76,14 +82,14 @@ def build_database_alerts(spec: model.Spec) -> list[dict]:
                "{{ $labels.instance }} uses {{ $value | humanizePercentage }} of max_connections - "
                f"superuser_reserved_connections (threshold {n(db.connections.saturation_ratio * 100)}%)."),
         _alert(spec, "PostgresStatementSlow",
-               f'{STATEMENT_MEAN_5M}{{job="{job}"}} > {n(ss.mean_seconds)}\n'
-               f'and\n{STATEMENT_CALLS_5M}{{job="{job}"}} > {n(ss.min_calls_per_second)}',
+               f'{_job(spec, STATEMENT_MEAN_5M)} > {n(ss.mean_seconds)}\n'
+               f'and\n{_job(spec, STATEMENT_CALLS_5M)} > {n(ss.min_calls_per_second)}',
                ss.for_.text, "warning", "A frequent PostgreSQL statement is slow.",
                f"Statement {stmt_keys} takes {{{{ $value | humanizeDuration }}}} on average over 5m "
                f"(threshold {n(ss.mean_seconds)}s)."),
         _alert(spec, "PostgresStatementRegression",
-               f'{STATEMENT_MEAN_5M}{{job="{job}"}}\n> {n(ss.regression_factor)} * {STATEMENT_MEAN_BASELINE}{{job="{job}"}}\n'
-               f'and\n{STATEMENT_CALLS_5M}{{job="{job}"}} > {n(ss.min_calls_per_second)}',
+               f'{_job(spec, STATEMENT_MEAN_5M)}\n> {n(ss.regression_factor)} * {_job(spec, STATEMENT_MEAN_BASELINE)}\n'
+               f'and\n{_job(spec, STATEMENT_CALLS_5M)} > {n(ss.min_calls_per_second)}',
                ss.for_.text, "warning", "A PostgreSQL statement became much slower than in the past hour.",
                f"Statement {stmt_keys} now takes {{{{ $value | humanizeDuration }}}} on average, more than "
                f"{n(ss.regression_factor)}x its mean over the previous hour. A deploy or migration changed its plan?"),
@@ -110,12 +116,12 @@ def build_database_alerts(spec: model.Spec) -> list[dict]:
                f"The oldest transaction in {{{{ $labels.datname }}}} has run for {{{{ $value | humanizeDuration }}}} "
                f"(threshold {n(db.long_transactions.max_seconds)}s); it holds locks and blocks vacuum."),
         _alert(spec, "PostgresExporterDown",
-               f'up{{job="{job}"}} == 0\nor\n{_job(spec, names.PG_UP)} == 0\nor\nabsent(up{{job="{job}"}})',
+               f'{job_up} == 0\nor\n{_job(spec, names.PG_UP)} == 0\nor\nabsent({job_up})',
                EXPORTER_DOWN_FOR, "warning", "The PostgreSQL exporter or its database is unreachable.",
                f"Prometheus cannot scrape job {job} (instance {{{{ $labels.instance }}}}), or the exporter cannot "
                "reach PostgreSQL: every database alert is blind until it is back."),
         _alert(spec, "PgStatStatementsUnavailable",
-               f'{_job(spec, names.COLLECTOR_SUCCESS, ",collector=" + chr(34) + "statements" + chr(34))} == 0',
+               f'{_job(spec, names.COLLECTOR_SUCCESS, promql.Matcher("collector", "=", "statements"))} == 0',
                STATEMENTS_UNAVAILABLE_FOR, "warning", "The pg_stat_statements view cannot be read.",
                "The statements collector of {{ $labels.instance }} fails: slow-statement alerts are blind. "
                "Is pg_stat_statements in shared_preload_libraries and the extension created?"),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from sloguard import model
-from sloguard.rules.burn_alerts import build_burn_alerts
+from sloguard.rules.burn_alerts import build_bucket_missing_alert, build_burn_alerts
 from sloguard.rules.database_alerts import build_database_alerts, build_database_recordings
 from sloguard.rules.slo_recording import build_slo_recordings
 
@@ -24,6 +24,7 @@ def build_groups(spec: model.Spec) -> tuple[list[dict], list[str]]:
         # An alert may read ratios one evaluation old; promtool tests pin the order with group_eval_order.
         groups += _chunked(f"sloguard-slo-{spec.service}-{slo.name}-recordings", build_slo_recordings(spec, slo))
         alerts, warns = build_burn_alerts(spec, slo)
+        alerts += build_bucket_missing_alert(spec, slo)
         groups += _chunked(f"sloguard-slo-{spec.service}-{slo.name}-alerts", alerts)
         warnings += warns
     groups += _chunked("sloguard-database-recordings", build_database_recordings(spec))

@@ -24,7 +24,7 @@ class Mode:
 
 
 MODES = {
-    "quick": Mode("quick", users=300_000, rate=80, pool_size=10, request_timeout=1.5, max_connections=20,
+    "quick": Mode("quick", users=500_000, rate=80, pool_size=10, request_timeout=1.0, max_connections=20,
                   time_factor=60, keep_ticket_tier=False, healthy_s=25, max_degraded_s=100, settle_s=8,
                   max_recovery_s=75),
     "default": Mode("default", users=1_000_000, rate=100, pool_size=10, request_timeout=2.0, max_connections=20,

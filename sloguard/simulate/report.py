@@ -46,6 +46,13 @@ def chart_series(prom: Prometheus, start: float, end: float, window: str) -> dic
     return out
 
 
+def _short_label(key: str, width: int = 44) -> str:
+    """Alert name and the first distinguishing label, short enough to leave room for the plots."""
+    parts = key.split(" ")
+    text = " ".join(parts[:2]).replace("burn_window=", "").replace("relname=", "").replace("queryid=", "q")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def draw_chart(path: str, series: dict, records: list[AlertRecord], marks, title: str) -> None:
     t0 = marks.migration
     fig, axes = plt.subplots(4, 1, figsize=(11, 11), sharex=True,
@@ -82,7 +89,7 @@ def draw_chart(path: str, series: dict, records: list[AlertRecord], marks, title
         for ax in (lat, pool, err):
             for start, width in bars if rec.severity == "critical" else []:
                 ax.axvspan(start, start + width, color="red", alpha=0.04)
-    gantt.set_yticks(range(len(ordered)), [r.key for r in ordered], fontsize=7)
+    gantt.set_yticks(range(len(ordered)), [_short_label(r.key) for r in ordered], fontsize=7)
     gantt.set_xlabel("seconds since the migration (critical alerts shaded red, warnings orange)")
     for ax in axes:
         ax.axvline(0, color="black", linestyle="--", linewidth=1)
@@ -114,7 +121,7 @@ def detection_rows(records: list[AlertRecord], marks, factor: float) -> list[dic
             "alert": rec.key, "alertname": rec.alertname, "severity": rec.severity,
             "pending_after_s": round(rec.pending_at - marks.migration, 1) if rec.pending_at else None,
             "firing_after_s": round(ttd, 1),
-            "production_clock": format_duration_ms(round(ttd * factor * 1000)),
+            "production_clock": format_duration_ms(round(ttd * factor) * 1000),
             "alertmanager_after_s": round(rec.alertmanager_at - marks.migration, 1) if rec.alertmanager_at else None,
             "inhibited": rec.alertmanager_inhibited,
             "resolved_after_fix_s": round(first_end - marks.fix_end, 1) if first_end and marks.fix_end else None,
@@ -180,6 +187,9 @@ def markdown(mode, outcome, rows, timeline_events, notifications, panels, rules_
               f"`python -m sloguard.diagnose --format json` exited {outcome.diagnose_exit} "
               f"in {m.diagnose_end - m.diagnose_start:.1f}s. Top findings:", ""]
     lines += [f"- [{f.get('severity')}] {f.get('title')}" for f in outcome.diagnose_findings[:8]]
+    if outcome.recommended:
+        lines += ["", f"Its index recommendation: **{outcome.recommended.get('title')}**: "
+                  f"{outcome.recommended.get('detail')}"]
     lines += ["", "Exporter's missing-index evidence while degraded (`sloguard_pg_missing_index_suspect`):", ""]
     lines += [f"- `{e.get('relname')}` ({e.get('columns')}): {e.get('index')}" for e in outcome.missing_index_evidence]
     if not outcome.missing_index_evidence:

@@ -2,10 +2,12 @@
 recovery. Every step is timed on the wall clock (Unix seconds) so the report can place it on the chart."""
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 
 import pglast
@@ -97,6 +99,9 @@ class Scenario:
     # --- phases ---
     def healthy(self) -> None:
         m = self.out.marks
+        # Start from silence: rules evaluated before the first scrapes (absent(up), ...) may flicker at start-up.
+        if not self._wait(lambda: not self.stack.prometheus.alerts(), 30):
+            self.say("  alerts still active before any load: " + ", ".join(self.timeline.active_or_pending()))
         total = self.mode.healthy_s + self.mode.max_degraded_s + self.mode.settle_s + self.mode.max_recovery_s + 120
         self.stack.start_load(total)
         m.load_start = time.time()
@@ -122,8 +127,18 @@ class Scenario:
             self._tick(self.mode.settle_s)
         else:
             self.say("the page and a database alert did not both fire in time; diagnosing anyway")
+        # A snapshot of the exporter's own page, kept in the work dir (--keep-workdir) for post-mortems of the replay.
+        with contextlib.suppress(OSError), urllib.request.urlopen(
+                self.stack.url("exporter") + "/metrics", timeout=10) as resp, \
+                open(f"{self.stack.workdir}/exporter-degraded.prom", "wb") as f:
+            f.write(resp.read())
+        # Every suspect the exporter reported while degraded (the exporter re-checks candidates every few seconds,
+        # so read the whole window rather than one instant).
+        window = max(1, int(time.time() - self.out.marks.migration))
         self.out.missing_index_evidence = [
-            s["metric"] for s in self.stack.prometheus.query('sloguard_pg_missing_index_suspect == 1')]
+            s["metric"] for s in self.stack.prometheus.query(
+                f"max by (datname, schemaname, relname, columns, index) "
+                f"(max_over_time(sloguard_pg_missing_index_suspect[{window}s]))")]
 
     def diagnose(self) -> None:
         m = self.out.marks

@@ -59,7 +59,7 @@ class Stack:
             py, "-m", "exporters.pg_exporter", "--dsn", self.dsn(),
             "--web.listen-address", f"127.0.0.1:{self.ports['exporter']}",
             # Re-check candidate indexes every few seconds: the fix must show within the compressed timeline.
-            "--missing-index.recheck-seconds", "5", "--query-timeout", "3", "--log-level", "debug"], cwd=self.repo)
+            "--missing-index.recheck-seconds", "5", "--query-timeout", "3"], cwd=self.repo)
         api = self.procs.start("demo-api", [
             py, "-m", "demo.app", "--dsn", self.dsn(), "--listen", f"127.0.0.1:{self.ports['api']}",
             "--pool-size", str(self.mode.pool_size), "--request-timeout", str(self.mode.request_timeout)],
@@ -78,6 +78,17 @@ class Stack:
         self.procs.wait_http(api, f"{self.url('api')}/healthz")
         self.procs.wait_http(am, f"{self.url('alertmanager')}/-/ready")
         self.procs.wait_http(prom, f"{self.url('prometheus')}/-/ready")
+        self._wait_targets_up(30)
+
+    def _wait_targets_up(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        health: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            health = self.prometheus.target_health()
+            if health and all(h == "up" for h in health.values()):
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"Prometheus targets not all up after {timeout:.0f}s: {health}")
 
     def _write_configs(self) -> None:
         with open(os.path.join(self.repo, "alerts", "sloguard-rules.yaml")) as f:

@@ -1,0 +1,181 @@
+"""docker-compose.yml and the deploy/ files it shares with `make simulate`: validated without a Docker engine.
+
+`docker-compose config` (Debian's docker-compose) resolves and validates the file; the rest checks that the pieces
+agree with each other: services, mounts, job names, ports, receivers, provisioning, seed data and image pins.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from sloguard.dashboards import provisioning
+from sloguard.simulate import configs, seed
+from sloguard.spec import load_spec
+
+pytestmark = pytest.mark.skipif(shutil.which("docker-compose") is None,
+                                reason="docker-compose not installed (scripts/setup-system.sh)")
+
+SERVICES = {"postgres", "pg-exporter", "demo-api", "loadgen", "alert-sink", "prometheus", "alertmanager", "grafana"}
+
+
+def compose_config(repo_root: str, password: str | None = "test-only") -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "POSTGRES_PASSWORD"}
+    if password is not None:
+        env["POSTGRES_PASSWORD"] = password
+    return subprocess.run(["docker-compose", "-f", os.path.join(repo_root, "docker-compose.yml"), "config"],
+                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def compose(repo_root) -> dict:
+    proc = compose_config(repo_root)
+    assert proc.returncode == 0, proc.stderr
+    return yaml.safe_load(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def prom_cfg(repo_root) -> dict:
+    with open(os.path.join(repo_root, "deploy/prometheus/prometheus.yml")) as f:
+        return yaml.safe_load(f)
+
+
+def mounts(service: dict) -> dict[str, str]:
+    """container path -> host path"""
+    out = {}
+    for v in service.get("volumes", []):
+        if isinstance(v, str):
+            host, container = v.split(":")[:2]
+        else:
+            host, container = v.get("source", ""), v["target"]
+        out[container] = host
+    return out
+
+
+def command_listen_port(service: dict) -> int:
+    text = " ".join(service["command"])
+    m = re.search(r"(?:--listen|--web\.listen-address)[ =]\S*:(\d+)", text)
+    assert m, f"no listen address in {text}"
+    return int(m.group(1))
+
+
+def test_compose_config_is_valid_and_has_every_service(compose):
+    assert set(compose["services"]) == SERVICES
+
+
+def test_compose_refuses_to_start_without_a_password(repo_root):
+    proc = compose_config(repo_root, password=None)
+    assert proc.returncode != 0
+    assert "POSTGRES_PASSWORD" in proc.stderr
+
+
+def test_no_password_or_secret_is_written_in_the_compose_file(repo_root, compose):
+    with open(os.path.join(repo_root, "docker-compose.yml")) as f:
+        text = f.read()
+    assert "test-only" not in text
+    assert "test-only" in compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
+
+
+def test_prometheus_mounts_the_deployed_config_and_the_generated_rules(repo_root, compose, prom_cfg):
+    m = mounts(compose["services"]["prometheus"])
+    assert os.path.realpath(m["/etc/prometheus/prometheus.yml"]) == \
+        os.path.realpath(os.path.join(repo_root, "deploy/prometheus/prometheus.yml"))
+    for rule_file in prom_cfg["rule_files"]:
+        assert rule_file in m, f"rule file {rule_file} from prometheus.yml is not mounted"
+        assert os.path.realpath(m[rule_file]) == os.path.realpath(os.path.join(repo_root, "alerts/sloguard-rules.yaml"))
+        assert os.path.exists(m[rule_file])
+
+
+def test_scrape_targets_are_compose_services_on_the_ports_they_listen_on(compose, prom_cfg, repo_root):
+    spec = load_spec(os.path.join(repo_root, "slo.yaml"))
+    jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in prom_cfg["scrape_configs"]}
+    # The rules select job="api" and the spec's exporter job: a renamed job would silence every alert.
+    assert "api" in jobs and spec.database.exporter_job in jobs
+    services = compose["services"]
+    for job, targets in jobs.items():
+        for target in targets:
+            host, port = target.rsplit(":", 1)
+            if host == "localhost":
+                continue
+            assert host in services, f"job {job}: target host {host} is not a compose service"
+            assert command_listen_port(services[host]) == int(port), f"job {job}: {host} does not listen on {port}"
+    am_host, am_port = prom_cfg["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0].split(":")
+    assert am_host in services and am_port == "9093"
+
+
+def test_alertmanager_config_is_valid_and_routes_page_and_ticket(repo_root, compose):
+    path = os.path.join(repo_root, "deploy/alertmanager/alertmanager.yml")
+    proc = subprocess.run(["amtool", "check-config", path], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    routes = {r["receiver"]: r["matchers"] for r in cfg["route"]["routes"]}
+    assert routes["page"] == ['severity="critical"'] and routes["ticket"] == ['severity="warning"']
+    inhibit = cfg["inhibit_rules"][0]
+    assert set(inhibit["equal"]) == {"alertname", "sloth_slo"}
+    sink_port = command_listen_port(compose["services"]["alert-sink"])
+    for receiver in cfg["receivers"]:
+        for hook in receiver["webhook_configs"]:
+            assert hook["url"].startswith(f"http://alert-sink:{sink_port}/")
+    assert mounts(compose["services"]["alertmanager"])["/etc/alertmanager/alertmanager.yml"].endswith(
+        "deploy/alertmanager/alertmanager.yml")
+
+
+def test_grafana_gets_the_generated_provisioning_and_dashboards(repo_root, compose):
+    m = mounts(compose["services"]["grafana"])
+    assert os.path.realpath(m["/etc/grafana/provisioning"]) == os.path.realpath(
+        os.path.join(repo_root, "dashboards/provisioning"))
+    assert os.path.realpath(m[provisioning.DASHBOARDS_DIR_IN_GRAFANA]) == os.path.realpath(
+        os.path.join(repo_root, "dashboards"))
+    for url in (provisioning.PROMETHEUS_URL, provisioning.ALERTMANAGER_URL):
+        host = url.split("//")[1].split(":")[0]
+        assert host in compose["services"], f"datasource {url} names no compose service"
+    for rel in (provisioning.PROVIDER_PATH, provisioning.DATASOURCES_PATH):
+        assert os.path.exists(os.path.join(repo_root, rel)), f"{rel} missing: run `make generate`"
+
+
+def test_loadgen_only_targets_loopback_inside_the_api_network_namespace(compose):
+    loadgen = compose["services"]["loadgen"]
+    assert loadgen["network_mode"] == "service:demo-api"
+    url = loadgen["command"][loadgen["command"].index("--url") + 1]
+    assert url.startswith("http://127.0.0.1:")
+
+
+def test_postgres_image_has_hypopg_and_preloads_pg_stat_statements(repo_root, compose):
+    with open(os.path.join(repo_root, "deploy/postgres/Dockerfile")) as f:
+        assert "postgresql-15-hypopg" in f.read()
+    assert "shared_preload_libraries=pg_stat_statements" in compose["services"]["postgres"]["command"]
+
+
+def test_compose_seed_is_the_simulation_seed(repo_root):
+    with open(os.path.join(repo_root, seed.COMPOSE_INIT_PATH)) as f:
+        assert f.read() == seed.compose_init_sql(), "stale: run `python -m sloguard.simulate.seed`"
+
+
+def test_app_image_pins_match_the_repository_pins(repo_root):
+    def pins(path):
+        with open(os.path.join(repo_root, path)) as f:
+            return {line.split("==")[0].lower().replace("_", "-"): line.split("==")[1].strip()
+                    for line in f if "==" in line and not line.startswith("#")}
+    image, repo = pins("deploy/app/requirements.txt"), pins("requirements.txt")
+    assert image and all(repo.get(name) == version for name, version in image.items()), (image, repo)
+
+
+def test_simulation_copy_of_prometheus_config_passes_promtool(repo_root, tmp_path):
+    with open(os.path.join(repo_root, "alerts/sloguard-rules.yaml")) as f:
+        rules, _ = configs.compress_rules(f.read(), 60, 6000, keep_ticket_tier=False)
+    (tmp_path / "rules.yaml").write_text(rules)
+    spec = load_spec(os.path.join(repo_root, "slo.yaml"))
+    with open(os.path.join(repo_root, "deploy/prometheus/prometheus.yml")) as f:
+        text = configs.prometheus_config(
+            f.read(), str(tmp_path / "rules.yaml"),
+            {"api": "127.0.0.1:1", spec.database.exporter_job: "127.0.0.1:2", "prometheus": "127.0.0.1:3"},
+            "127.0.0.1:4", "1s", spec.database.exporter_job, "2s")
+    (tmp_path / "prometheus.yml").write_text(text)
+    proc = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
