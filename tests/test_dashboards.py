@@ -371,12 +371,13 @@ def test_incident_panels_compute_what_they_claim(spec, dashboards, tmp_path):
     _run_promtool_test(tmp_path, series, cases)
 
 
-def test_timeouts_panel_reads_zero_without_504s(dashboards, tmp_path):
+def test_timeouts_and_error_ratio_read_zero_without_5xx(dashboards, tmp_path):
+    """A healthy API has no 5xx series at all: the panels must show 0, not "No data"."""
     incident = dashboards[INCIDENT_UID]
     series = [{"series": 'http_requests_total{job="api",code="200"}', "values": "0+150x40"}]
     _run_promtool_test(tmp_path, series, [
-        {"expr": _panel_expr(incident, _panel_id(incident, "Timeouts")), "eval_time": "5m",
-         "exp_samples": [{"labels": "{}", "value": 0}]}])
+        {"expr": _panel_expr(incident, _panel_id(incident, title)), "eval_time": "5m",
+         "exp_samples": [{"labels": "{}", "value": 0}]} for title in ("Timeouts", "Error ratio")])
 
 
 def test_slo_panels_compute_burn_rate_and_exhaustion(spec, dashboards, tmp_path):

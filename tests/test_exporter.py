@@ -229,3 +229,25 @@ def test_missing_index_advice_is_cached_per_queryid(app):
         else:
             assert all(n >= 1 for n in per_scrape), per_scrape               # every scrape re-plans
         assert all(cols == ["email"] for cols in served), served             # same evidence either way
+
+
+def test_missing_index_check_blocked_by_a_lock_is_retried_next_scrape(app):
+    """During the incident the advisor's EXPLAIN can hit the lock or query timeout (a migration holds the table).
+    That failure must not be cached for the recheck period (300 s): the next scrape tries again."""
+    cluster, qid = app
+    holder = psycopg.connect(cluster.dsn(DB))
+    exp = None
+    try:
+        holder.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")   # what ALTER TABLE ... ADD COLUMN takes
+        # started under the lock, so its first look at the login statement fails on the lock
+        exp = RunningExporter(["--dsn", cluster.dsn(DB), "--query-timeout", "1", "--missing-index.min-mean-ms", "0",
+                               "--missing-index.min-calls", "5"])
+        blocked = exp.scrape()
+        assert values(blocked, names.MISSING_INDEX, relname="users") == [], exp.log()
+        holder.rollback()
+        after = exp.scrape()
+        assert one(after, names.MISSING_INDEX, queryid=str(qid), relname="users", columns="email") == 1, exp.log()
+    finally:
+        holder.close()
+        if exp is not None:
+            exp.cleanup()

@@ -87,6 +87,7 @@ class MissingIndexesCollector:
         for s in stale:
             text = texts.get(s.queryid)
             found: list[advisor.IndexSuggestion] = []
+            failed = False   # a timeout or planning error is retried next scrape, not cached for the recheck period
             if text:
                 self.evaluations += 1
                 try:
@@ -95,7 +96,10 @@ class MissingIndexesCollector:
                 except advisor.UnsupportedStatement:
                     pass
                 except psycopg.errors.QueryCanceled:
-                    log.warning("missing-index check of queryid %s hit the query timeout; retrying later", s.queryid)
+                    # typical during the incident itself (a migration's lock, a saturated server): try again
+                    failed = True
+                    log.warning("missing-index check of queryid %s hit the query timeout; retrying next scrape",
+                                s.queryid)
                 except psycopg.errors.InsufficientPrivilege as e:
                     # EXPLAIN needs SELECT on the tables the statement reads; once per recheck period per statement
                     log.warning("cannot EXPLAIN queryid %s: %s; run `GRANT SELECT ON <those tables> TO %s;` "
@@ -103,8 +107,10 @@ class MissingIndexesCollector:
                 except psycopg.OperationalError:
                     raise   # the connection is gone: the scrape reports it
                 except psycopg.Error as e:
+                    failed = True
                     log.debug("cannot plan queryid %s: %s", s.queryid, str(e).splitlines()[0] if str(e) else e)
-            self._cache[(db, s.queryid)] = _Entry(now, found)
+            if not failed:
+                self._cache[(db, s.queryid)] = _Entry(now, found)
         # forget statements that left the top list long ago, so the cache stays bounded
         horizon = now - 2 * ctx.options.missing_index_recheck_seconds
         for key in [k for k, e in self._cache.items() if e.checked_at < horizon]:

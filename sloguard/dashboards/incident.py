@@ -86,10 +86,10 @@ def api_panels(spec: Spec, y: int) -> list:
                      "Bad: 5xx codes appearing, or total traffic dropping while clients retry.",
                      c.UNIT_REQPS, [c.target(_rate(total, "code"), "{{code}}")], c.gridpos(0, y + 1, 8, 8)),
         c.timeseries(P.ERROR_RATIO, "Error ratio (5xx / all)",
-                     "Share of requests answered with a server error (timeouts included). The line is the "
+                     "Share of requests answered with a server error (timeouts included), 0 when none. The line is the "
                      "availability error budget. Bad: above the line, the availability budget is burning "
                      "faster than the SLO allows.",
-                     c.UNIT_PERCENT, [c.target(f"{_rate(errors)} / {_rate(total)}", "error ratio")],
+                     c.UNIT_PERCENT, [c.target(f"({_rate(errors)} or on() vector(0)) / {_rate(total)}", "error ratio")],
                      c.gridpos(8, y + 1, 8, 8), error_steps, draw_thresholds=budget is not None),
         c.timeseries(P.TIMEOUTS, "Timeouts (HTTP 504)",
                      "Requests per second that timed out (504), 0 when none. Bad: any sustained value: requests "

@@ -163,11 +163,21 @@ def migration_findings(db: DatabaseEvidence) -> list[Finding]:
                     0.0, {"version": m.version, "applied_at": m.applied_at.isoformat()})]
 
 
+# labels that tell two firings of one alert apart (burn-rate window pairs, tables, statements)
+_DETAIL_LABELS = ("burn_window", "relname", "queryid", "datname")
+
+
+def _alert_detail(labels: dict[str, str]) -> str:
+    shown = [f"{k}={labels[k]}" for k in _DETAIL_LABELS if labels.get(k)]
+    return f" ({', '.join(shown)})" if shown else ""
+
+
 def prometheus_findings(prom: PrometheusEvidence | None, th: Thresholds) -> list[Finding]:
     if prom is None or prom.error:
         return []
     out = [Finding("alert", "critical" if a.severity == "critical" else "warning" if a.severity == "warning"
-                   else "info", f"alert {a.name} firing since {a.active_since}", a.summary, "", 0.0,
+                   else "info", f"alert {a.name}{_alert_detail(a.labels)} firing since {a.active_since}",
+                   a.summary, "", 0.0,
                    {"labels": a.labels}) for a in prom.alerts]
     for b in prom.burn_rates:
         burn = round(b.burn_rate, 6)   # 0.0144 / 0.001 is 14.399999999999999 in floats
