@@ -5,13 +5,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 ARGS ?=
 
-.PHONY: all generate check-generated lint test test-fast bench bench-exporter diagnose check-migrations simulate exporter clean
+.PHONY: all venv generate check-generated lint test bench bench-exporter bench-diagnose diagnose check-migrations simulate exporter clean
 
 all: generate
 
 # The virtual environment is rebuilt when requirements.txt (the fully pinned set) changes.
 $(STAMP): requirements.txt
-	@test -x $(PY) || python3 -m venv $(VENV)
+	@# a venv left half-made (no pip, e.g. python3-venv was missing) is rebuilt, not reused
+	@test -x $(VENV)/bin/pip || { rm -rf $(VENV) && python3 -m venv $(VENV); }
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	@rm -f $(VENV)/.installed-*; touch $@
 

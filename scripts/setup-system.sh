@@ -4,6 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
+  python3 python3-venv     # the Makefile builds .venv with `python3 -m venv` (Debian's python3 lacks ensurepip)
   postgresql-15            # throwaway clusters in tests, simulation, migration gate
   postgresql-contrib       # pg_stat_statements
   postgresql-15-hypopg     # hypothetical indexes (missing-index evidence)
