@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         growth = (last["seconds"] / first["seconds"]) / (last["slos"] / first["slos"])
         print(f"scaling {first['slos']} -> {last['slos']} SLOs: time x{last['seconds'] / first['seconds']:.1f} for "
               f"x{last['slos'] // first['slos']} SLOs (1.0 = linear: {growth:.2f})")
-    print(f"rules per SLO: {rows[-1]['rules_per_slo']:.0f} = 8 error ratios + 7 Sloth meta rules + 4 burn-rate alerts "
-          f"(one per window pair, labelled burn_window; Sloth: 2 alerts, one per tier, so {SLOTH_RULES_PER_SLO})")
+    print("rules per SLO: availability 19 = 8 error ratios + 7 Sloth meta rules + 4 burn-rate alerts (one per window "
+          "pair, labelled burn_window; Sloth has 2 alerts, one per tier); latency 20 = the same + "
+          f"SloHistogramBucketMissing (threshold not a bucket boundary). Sloth: {SLOTH_RULES_PER_SLO}")
     return 0
 
 

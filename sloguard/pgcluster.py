@@ -49,6 +49,14 @@ class TempCluster:
         return f"host=127.0.0.1 port={self.port} dbname={dbname} user={user}{pw} connect_timeout=5"
 
     def start(self) -> TempCluster:
+        try:
+            return self._init_and_start()
+        except BaseException:
+            # pg_ctl detaches the postmaster: a failure (or Ctrl-C) after it started must not leave it running.
+            self.stop()
+            raise
+
+    def _init_and_start(self) -> TempCluster:
         self._base = tempfile.mkdtemp(prefix="sloguard-pg-")
         os.chmod(self._base, 0o755)
         self.datadir = os.path.join(self._base, "data")
@@ -103,6 +111,7 @@ class TempCluster:
                 self._pg_ctl("stop", "-m", "immediate", "-w")
         if self._base:
             shutil.rmtree(self._base, ignore_errors=True)
+            self._base = ""
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """Run SQL through psql as the superuser (for set-up scripts, not for the code under test)."""

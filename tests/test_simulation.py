@@ -6,13 +6,17 @@ PostgreSQL's EXPLAIN, panel results from running every dashboard query against t
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import psycopg
@@ -22,7 +26,13 @@ import yaml
 from demo.alert_sink import AlertSink
 from demo.loadgen import LoadGen
 from demo.pool import BoundedPool, PoolTimeout
-from sloguard.simulate import configs, seed
+from sloguard.pgcluster import TempCluster, free_port
+from sloguard.simulate import configs, report, seed
+from sloguard.simulate.modes import MODES
+from sloguard.simulate.processes import ProcessGroup
+from sloguard.simulate.promapi import Alertmanager, AlertTimeline, Prometheus
+from sloguard.simulate.scenario import Outcome
+from sloguard.simulate.stack import Stack
 
 # --- time compression of the generated rules ---
 
@@ -43,6 +53,17 @@ def test_compress_expr_keeps_ranges_above_the_floor():
     assert configs.compress_expr("rate(x[5m])", 120, 6000) == "rate(x[6s])"
 
 
+def test_compress_rules_floors_for_so_one_noisy_evaluation_cannot_fire(repo_root):
+    with open(os.path.join(repo_root, "alerts/sloguard-rules.yaml")) as f:
+        text = f.read()
+    compressed, summary = configs.compress_rules(text, 60, 9000, keep_ticket_tier=False, min_for_ms=5000)
+    fors = {r["alert"]: configs.parse_duration_ms(r["for"]) for g in yaml.safe_load(compressed)["groups"]
+            for r in g["rules"] if "alert" in r and r.get("for") and r["for"] != "0s"}
+    assert fors and min(fors.values()) >= 5000, fors
+    assert fors["AppDbPoolSaturated"] == 5000     # 1m / 60 would be 1s: one evaluation
+    assert summary["min_for_ms"] == 5000
+
+
 def test_compress_rules_scales_for_and_drops_the_ticket_tier_only_when_asked(repo_root):
     with open(os.path.join(repo_root, "alerts/sloguard-rules.yaml")) as f:
         text = f.read()
@@ -51,7 +72,7 @@ def test_compress_rules_scales_for_and_drops_the_ticket_tier_only_when_asked(rep
     assert not [r for r in rules if r.get("labels", {}).get("sloth_severity") == "ticket"]
     assert summary["dropped"], "the ticket tier should be listed as dropped"
     p99 = next(r for r in rules if r.get("alert") == "ApiLatencyP99High")
-    assert p99["for"] == "2s" and "[6s]" in p99["expr"]
+    assert p99["for"] == "2s" and "[6s]" in p99["expr"]     # 2m / 60, no floor asked
     full, summary_full = configs.compress_rules(text, 60, 6000, keep_ticket_tier=True)
     assert not summary_full["dropped"]
     assert any(r.get("labels", {}).get("sloth_severity") == "ticket"
@@ -87,23 +108,35 @@ def demo_db(pg_cluster):
     return pg_cluster.dsn("sim_demo")
 
 
+def _until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.02)
+
+
 def test_pool_times_out_and_counts_waiters_when_exhausted(demo_db):
     pool = BoundedPool(demo_db, max_size=1, statement_timeout_ms=2000)
-    waiting_seen = []
+    outcome: list[BaseException | str] = []
+
+    def second():
+        # The outcome is recorded here and asserted in the test's thread: an assert in a thread fails nothing.
+        try:
+            with pool.connection(time.monotonic() + 1.5):
+                outcome.append("got a connection")
+        except BaseException as exc:  # noqa: BLE001
+            outcome.append(exc)
+
     try:
         with pool.connection(time.monotonic() + 1) as conn:
             assert pool.in_use == 1
             conn.execute("SELECT 1")
-
-            def second():
-                with pytest.raises(PoolTimeout), pool.connection(time.monotonic() + 0.5):
-                    pass
             t = threading.Thread(target=second)
             t.start()
-            time.sleep(0.2)
-            waiting_seen.append(pool.waiting)
-            t.join(5)
-        assert waiting_seen == [1]
+            _until(lambda: pool.waiting == 1, 5, "the second request waiting")
+            t.join(10)
+            assert not t.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], PoolTimeout), outcome
         assert pool.in_use == 0 and pool.waiting == 0
         with pool.connection(time.monotonic() + 1) as conn:   # the connection went back to the pool
             assert conn.execute("SELECT 2").fetchone()[0] == 2
@@ -111,21 +144,15 @@ def test_pool_times_out_and_counts_waiters_when_exhausted(demo_db):
         pool.close()
 
 
-def test_demo_api_serves_the_login_query_and_answers_504_past_its_deadline(demo_db, repo_root):
-    from sloguard.pgcluster import free_port
+def test_demo_api_serves_the_login_query_and_answers_504_past_its_deadline(demo_db, repo_root, tmp_path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "demo.app", "--dsn", demo_db, "--listen", f"127.0.0.1:{port}",
-                             "--pool-size", "1", "--request-timeout", "0.5"], cwd=repo_root,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = ProcessGroup(str(tmp_path))
+    api = procs.start("demo-api", [sys.executable, "-m", "demo.app", "--dsn", demo_db, "--listen",
+                                   f"127.0.0.1:{port}", "--pool-size", "1", "--request-timeout", "0.5"], cwd=repo_root)
     blocker = None
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        procs.wait_http(api, base + "/healthz", 30)      # fails with the API's log if it never answers
         body = json.loads(urllib.request.urlopen(base + "/login?email=user1@example.com", timeout=5).read())
         assert body == {"rows": 1}
         # Lock the table so the query waits past the request timeout: statement_timeout cancels it -> 504.
@@ -142,8 +169,7 @@ def test_demo_api_serves_the_login_query_and_answers_504_past_its_deadline(demo_
     finally:
         if blocker is not None:
             blocker.close()
-        proc.terminate()
-        proc.wait(10)
+        procs.stop_all()      # SIGTERM, then SIGKILL after a grace period: never left running
 
 
 def test_loadgen_refuses_non_loopback_targets():
@@ -163,17 +189,177 @@ def test_loadgen_is_bounded_by_request_count():
         sink.stop()
 
 
+# --- the stack's own pieces: clean-up, ports, report ---
+
+
+def _processes() -> dict[int, tuple[int, str, str]]:
+    """pid -> (ppid, state, command line) of every live process, from /proc."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        out[int(entry)] = (int(stat[1]), stat[0], cmdline)
+    return out
+
+
+def _running(pids) -> list[str]:
+    procs = _processes()
+    return [f"{pid} {procs[pid][2][:120]}" for pid in pids if pid in procs and procs[pid][1] != "Z"]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_cluster_start_failing_after_the_server_started_leaves_no_postmaster(monkeypatch):
+    real = TempCluster._pg_ctl
+
+    def start_then_fail(self, *args):
+        real(self, *args)
+        if args[0] == "start":       # as when pg_ctl -w gives up waiting, or Ctrl-C, with the server up
+            raise subprocess.CalledProcessError(1, "pg_ctl start")
+
+    monkeypatch.setattr(TempCluster, "_pg_ctl", start_then_fail)
+    cluster = TempCluster()
+    with pytest.raises(subprocess.CalledProcessError):
+        cluster.start()
+    assert cluster.datadir
+    assert not [p for p, (_, state, cmd) in _processes().items() if cluster.datadir in cmd and state != "Z"]
+    assert not _listening(cluster.port)
+    assert not os.path.exists(cluster.datadir)
+
+
+@pytest.fixture
+def small_stack(repo_root, tmp_path):
+    mode = dataclasses.replace(MODES["quick"], users=10_000)
+    stack = Stack(repo_root, str(tmp_path), mode, "sloguard-pg-exporter", say=lambda _text: None)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_database_is_vacuumed_after_seeding_so_autovacuum_stays_out_of_the_replay(small_stack):
+    small_stack.start_database()
+    vacuumed = small_stack.cluster.psql(
+        "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_stat_user_tables "
+        "WHERE relname IN ('users', 'orders') AND last_vacuum IS NOT NULL", "app")
+    assert vacuumed == "orders,users"
+
+
+def test_a_port_taken_before_the_service_binds_it_is_replaced(small_stack):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    picks = iter([taken.getsockname()[1]])
+    small_stack.pick_port = lambda: next(picks, None) or free_port()
+    small_stack.sink = AlertSink().start()
+    try:
+        small_stack._wait_listening("alertmanager", small_stack._launch("alertmanager"))
+        port = small_stack.ports["alertmanager"]
+        assert port != taken.getsockname()[1]
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5).status == 200
+        assert len(small_stack.procs.children) == 2      # the one that lost the port, and its replacement
+    finally:
+        taken.close()
+
+
+def test_failed_alert_polls_are_counted_and_reported():
+    closed = free_port()
+    timeline = AlertTimeline(Prometheus(f"http://127.0.0.1:{closed}"), Alertmanager(f"http://127.0.0.1:{closed}"))
+    assert timeline.poll() == [] and timeline.poll() == []
+    assert timeline.errors == 2
+    text = report.markdown(MODES["quick"], Outcome(poll_errors=timeline.errors), [], [], [], [], {}, "c.png")
+    assert "Alert API polls (once a second) that failed: 2" in text
+
+
 # --- the replay ---
+
+SIMULATE_DEADLINE_S = 200     # the replay gives up (and cleans up) well before the test's own limits
+TEST_WAIT_S = 240             # then SIGTERM; SIGKILL 30 s later; pytest-timeout is 300
+
+
+def _simulate(repo_root, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sloguard.simulate", *args], cwd=repo_root, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _finish(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """Waits; past `timeout`, SIGTERM (so the replay stops its stack), then SIGKILL after 30 s."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.communicate()
 
 
 @pytest.fixture(scope="module")
 def replay(repo_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("simulation")
-    proc = subprocess.run([sys.executable, "-m", "sloguard.simulate", "--quick", "--out", str(out)],
-                          cwd=repo_root, capture_output=True, text=True, timeout=280)
+    proc = _simulate(repo_root, "--quick", "--out", str(out), "--deadline", str(SIMULATE_DEADLINE_S))
+    stdout, stderr = _finish(proc, TEST_WAIT_S)
     summary_path = out / "simulation-quick.json"
-    assert summary_path.exists(), f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc, json.loads(summary_path.read_text()), out
+    assert summary_path.exists(), f"exit {proc.returncode}\n{stdout[-3000:]}\n{stderr[-3000:]}"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), \
+        json.loads(summary_path.read_text()), out
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(240)
+def test_sigterm_during_the_replay_stops_every_process_it_started(repo_root, tmp_path):
+    proc = _simulate(repo_root, "--quick", "--users", "10000", "--out", str(tmp_path), "--deadline", "150")
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        _until(lambda: any(line.startswith("healthy traffic") for line in lines) or proc.poll() is not None,
+               170, "the replay reaching healthy traffic")
+        assert proc.poll() is None, "".join(lines) + proc.stderr.read()
+        text = "".join(lines)
+        datadir = re.search(r"\(data (\S+)\)", text).group(1)
+        workdir = re.search(r"work dir (\S+)", text).group(1)
+        ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", text)]
+        procs = _processes()
+        started = {pid for pid, (ppid, _, cmd) in procs.items() if ppid == proc.pid or datadir in cmd}
+        commands = " ".join(procs[p][2] for p in started)
+        for name in ("prometheus", "alertmanager", "postgres", "exporters.pg_exporter", "demo.app", "demo.loadgen"):
+            assert name in commands, f"{name} not among the replay's processes: {commands}"
+        assert len(ports) == 5 and all(_listening(p) for p in ports), ports
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert not _running(started), _running(started)
+    assert not [p for p, (_, st, cmd) in _processes().items() if (workdir in cmd or datadir in cmd) and st != "Z"]
+    assert not [p for p in ports if _listening(p)], ports
+    assert not os.path.exists(workdir) and not os.path.exists(datadir)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_the_replay_gives_up_at_its_deadline_and_stops_everything(repo_root, tmp_path):
+    proc = _simulate(repo_root, "--quick", "--users", "10000", "--out", str(tmp_path), "--deadline", "6")
+    stdout, stderr = _finish(proc, 90)
+    assert proc.returncode == 2, stdout + stderr
+    assert "--deadline 6s reached" in stderr
+    workdir = re.search(r"work dir (\S+)", stdout).group(1)
+    assert not [p for p, (_, st, cmd) in _processes().items() if workdir in cmd and st != "Z"]
+    assert not os.path.exists(workdir)
 
 
 def _fired_after_migration(summary) -> dict[str, dict]:
@@ -248,9 +434,11 @@ def test_every_dashboard_panel_query_returns_data_from_the_live_prometheus(repla
 @pytest.mark.timeout(300)
 def test_report_and_chart_are_written(replay):
     _, summary, out = replay
-    report = (out / "simulation-quick.md").read_text()
-    assert "## Time to detect" in report and "simulation-quick.png" in report
+    text = (out / "simulation-quick.md").read_text()
+    assert "## Time to detect" in text and "simulation-quick.png" in text
+    assert f"Alert API polls (once a second) that failed: {summary['outcome']['poll_errors']}" in text
     for row in summary["detection"]:
-        assert row["alert"] in report
+        assert row["alert"] in text
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "temp files left behind"
     png = (out / "simulation-quick.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

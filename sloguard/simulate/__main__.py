@@ -3,9 +3,9 @@
 Starts PostgreSQL 15 (pg_stat_statements, HypoPG), exporters/pg_exporter, the demo API, Alertmanager, Prometheus
 with the generated rules and a load generator; plays healthy traffic, the migration, the degradation, the alerts,
 `sloguard.diagnose`, the recommended CREATE INDEX CONCURRENTLY and the recovery; writes
-reports/simulation-<mode>.{md,png,json}. Every process is stopped at the end, on error, and on Ctrl-C/SIGTERM.
-Exit 0 when the alerts fired and all resolved after the fix, 1 when the replay ran but did not show that, 2 when
-it could not run.
+reports/simulation-<mode>.{md,png,json}. Every process is stopped at the end, on error, on Ctrl-C/SIGTERM and at
+--deadline. Exit 0 when the alerts fired and all resolved after the fix, 1 when the replay ran but did not show
+that, 2 when it could not run (or reached --deadline), 130 when interrupted.
 """
 from __future__ import annotations
 
@@ -25,8 +25,25 @@ class Interrupted(Exception):
     pass
 
 
+class DeadlineExceeded(Exception):
+    pass
+
+
 def _on_signal(signum, _frame):
     raise Interrupted(signal.Signals(signum).name)
+
+
+def _on_deadline(_signum, _frame):
+    raise DeadlineExceeded()
+
+
+def _reason(exc: BaseException) -> str:
+    """One readable line or block: a failed psql/command says what it printed, not just its exit code."""
+    import subprocess
+    if isinstance(exc, subprocess.CalledProcessError):
+        out = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        return f"{exc} {out.strip()[-800:]}".strip()
+    return f"{type(exc).__name__}: {exc}"
 
 
 def parse_args(argv):
@@ -38,6 +55,8 @@ def parse_args(argv):
     p.add_argument("--pool-size", type=int)
     p.add_argument("--out", default=os.path.join(REPO, "reports"), help="report directory (default: reports/)")
     p.add_argument("--keep-workdir", action="store_true", help="keep configs and logs (path printed)")
+    p.add_argument("--deadline", type=int, default=0,
+                   help="give up after this many seconds, stop everything and exit 2 (default: none)")
     args = p.parse_args(argv)
     mode = MODES["quick" if args.quick else "default"]
     overrides = {k: v for k, v in (("users", args.users), ("rate", args.rate), ("pool_size", args.pool_size))
@@ -50,6 +69,8 @@ def parse_args(argv):
     if args.pool_size is not None and not 1 <= args.pool_size <= mode.max_connections - 4:
         problems.append(f"--pool-size must be in [1, {mode.max_connections - 4}] (max_connections "
                         f"{mode.max_connections} minus the exporter, diagnose and reserved slots)")
+    if args.deadline < 0:
+        problems.append("--deadline must be >= 0 seconds (0: no deadline)")
     if problems:
         p.error("; ".join(problems))
     return args, dataclasses.replace(mode, **overrides)
@@ -88,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = tempfile.mkdtemp(prefix="sloguard-sim-")
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, _on_deadline)
+    signal.alarm(args.deadline)    # 0: none. Callers with their own timeout (the tests) give a shorter one.
     stack = Stack(REPO, workdir, mode, exporter_job_from_spec(REPO), say)
     t_start = time.time()
     code = 2
@@ -95,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"sloguard simulate, {mode.name} mode: {mode.users:,} users, {mode.rate:g} req/s, "
             f"pool {mode.pool_size}, rules compressed {mode.time_factor:g}x; work dir {workdir}")
         seed_s = stack.start_database()
-        say(f"PostgreSQL 15 on 127.0.0.1:{stack.cluster.port}, seeded in {seed_s:.1f}s")
+        say(f"PostgreSQL 15 on 127.0.0.1:{stack.cluster.port} (data {stack.cluster.datadir}), "
+            f"seeded in {seed_s:.1f}s")
         stack.start_services()
         say(f"exporter {stack.url('exporter')}, demo API {stack.url('api')}, "
             f"Prometheus {stack.url('prometheus')}, Alertmanager {stack.url('alertmanager')}")
@@ -115,18 +139,25 @@ def main(argv: list[str] | None = None) -> int:
             + ("".join(f"\n  NO DATA {p.uid} #{p.panel_id} {p.title}" for p in empty)))
         say("time to detect (after the migration):")
         for rec in sorted(timeline.records.values(), key=lambda r: r.firing_at or 1e18):
-            if rec.firing_at:
+            if rec.firing_at and rec.firing_at >= outcome.marks.migration:   # start-up flickers are not detections
                 say(f"  {rec.firing_at - outcome.marks.migration:6.1f}s  {rec.key} [{rec.severity}]")
+        if timeline.errors:
+            say(f"alert API polls that failed: {timeline.errors}")
         say(f"report: {paths['markdown']} (chart {paths['chart']}); total {time.time() - t_start:.0f}s")
         fired = bool(timeline.records)
         code = 0 if fired and outcome.all_resolved and outcome.fix_sql else 1
     except Interrupted as exc:
         say(f"interrupted ({exc}): stopping every process")
         code = 130
-    except (RuntimeError, TimeoutError, OSError) as exc:
-        print(f"sloguard.simulate failed: {exc}", file=sys.stderr)
+    except DeadlineExceeded:
+        print(f"sloguard.simulate gave up: --deadline {args.deadline}s reached; stopping every process",
+              file=sys.stderr)
+        code = 2
+    except Exception as exc:   # any other failure to run the replay is "could not run", with its reason
+        print(f"sloguard.simulate failed: {_reason(exc)}", file=sys.stderr)
         code = 2
     finally:
+        signal.alarm(0)
         # Ignore a second Ctrl-C while cleaning up: a half-stopped stack is worse than a slow exit.
         for s in previous:
             signal.signal(s, signal.SIG_IGN)

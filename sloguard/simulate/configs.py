@@ -5,7 +5,8 @@ a replay of a few minutes cannot show firing *and* resolving. The simulation the
 alerts/sloguard-rules.yaml, the very output of `make generate` from slo.yaml, in which every PromQL range,
 subquery step, offset and `for:` is divided by the same factor K (60: an hour becomes a minute). Burn-rate factors
 are ratios of windows, so they are unchanged; rule and series names are unchanged, so the dashboards' queries read
-the same series as in production. Ranges never drop below a floor of a few scrape intervals, so rate() has samples.
+the same series as in production. Ranges never drop below a floor of a few scrape intervals, so rate() has samples,
+and `for:` never drops below a few evaluations, so one noisy evaluation cannot fire an alert.
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def compress_expr(expr: str, factor: float, min_range_ms: int) -> str:
     return _OFFSET.sub(lambda m: "offset " + scale(m["d"], 1000), expr)
 
 
-def compress_rules(rules_text: str, factor: float, min_range_ms: int, keep_ticket_tier: bool) -> tuple[str, dict]:
+def compress_rules(rules_text: str, factor: float, min_range_ms: int, keep_ticket_tier: bool,
+                   min_for_ms: int = 0) -> tuple[str, dict]:
     """Returns the compressed rule file and a summary {alerts kept, alerts dropped, factor} for the report."""
     doc = yaml.safe_load(rules_text)
     dropped: list[str] = []
@@ -71,7 +73,8 @@ def compress_rules(rules_text: str, factor: float, min_range_ms: int, keep_ticke
             rule = dict(rule)
             rule["expr"] = compress_expr(str(rule["expr"]), factor, min_range_ms)
             if "for" in rule:
-                rule["for"] = format_duration_ms(round(parse_duration_ms(str(rule["for"])) / factor))
+                for_ms = parse_duration_ms(str(rule["for"]))
+                rule["for"] = format_duration_ms(max(min_for_ms, round(for_ms / factor)) if for_ms else 0)
             if "alert" in rule:
                 kept.add(rule["alert"])
             rules.append(rule)
@@ -79,7 +82,8 @@ def compress_rules(rules_text: str, factor: float, min_range_ms: int, keep_ticke
     header = (f"# Simulation copy of the generated rules, time compressed {factor:g}x "
               f"(sloguard/simulate/configs.py). Not for production.\n")
     return header + yaml.safe_dump(doc, sort_keys=False, width=200), {
-        "factor": factor, "alerts": sorted(kept), "dropped": dropped}
+        "factor": factor, "alerts": sorted(kept), "dropped": dropped, "min_for_ms": min_for_ms,
+        "min_range_ms": min_range_ms}
 
 
 def prometheus_config(deploy_text: str, rules_path: str, targets: dict[str, str], alertmanager: str,

@@ -15,6 +15,10 @@ import urllib.request
 from dataclasses import dataclass
 
 
+class PortInUse(RuntimeError):
+    """The child exited because its port was taken between picking it and binding it."""
+
+
 @dataclass
 class Child:
     name: str
@@ -51,7 +55,9 @@ class ProcessGroup:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if child.proc.poll() is not None:
-                raise RuntimeError(f"{child.name} exited with code {child.proc.returncode}:\n{child.tail()}")
+                tail = child.tail()
+                error = PortInUse if "address already in use" in tail.lower() else RuntimeError
+                raise error(f"{child.name} exited with code {child.proc.returncode}:\n{tail}")
             with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
                     return

@@ -82,7 +82,7 @@ class AlertTimeline:
         try:
             prom = self.prometheus.alerts()
             am = self.alertmanager.alerts()
-        except OSError:
+        except (OSError, ValueError, KeyError):   # unreachable, not JSON, not the API's shape: counted, reported
             self.errors += 1
             return []
         new: list[str] = []

@@ -16,10 +16,12 @@ from sloguard.simulate.promapi import AlertRecord, Prometheus  # noqa: E402
 
 
 def _atomic_write(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    # Dot-prefixed and ending in .tmp: .gitignore's reports/*.tmp covers a file left by a crash.
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)      # mkstemp's 0600 would make the committed reports private
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -99,10 +101,11 @@ def draw_chart(path: str, series: dict, records: list[AlertRecord], marks, title
         ax.grid(alpha=0.3)
     lat.set_title(title + "\n(black: migration; green dashed/solid: CREATE INDEX CONCURRENTLY start/end)", fontsize=10)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".png")
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=90)
+        fig.savefig(tmp, dpi=90, format="png")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         plt.close(fig)
@@ -148,8 +151,10 @@ def markdown(mode, outcome, rows, timeline_events, notifications, panels, rules_
         f"- Demo API: pool of {mode.pool_size} connections, request timeout {mode.request_timeout:g}s (504); "
         f"load {mode.rate:g} req/s open loop, 95% login by email+status, 5% recent-orders join.",
         f"- Prometheus 2.42 with the generated rules time-compressed {rules_summary.get('factor', 0):g}x "
-        f"(every range, offset and `for:` divided; names unchanged, see sloguard/simulate/configs.py); "
-        f"scrape and evaluation every {mode.scrape_interval} (exporter {mode.exporter_interval}).",
+        f"(every range, offset and `for:` divided; ranges at least {mode.min_range_ms / 1000:g}s, `for:` at least "
+        f"{mode.min_for_ms / 1000:g}s; names unchanged, see sloguard/simulate/configs.py); "
+        f"scrape and evaluation every {mode.scrape_interval} (exporter {mode.exporter_interval}, "
+        f"its queries bounded at {mode.exporter_query_timeout_s}s).",
         "- Not loaded in this mode: " + (", ".join(rules_summary.get("dropped", [])) or "nothing") + ".",
         "- Modelling: the migration adds `user_preferences` and drops the index on `users(email)` the login query "
         "relied on (sloguard/simulate/seed.py says why).",
@@ -165,6 +170,11 @@ def markdown(mode, outcome, rows, timeline_events, notifications, panels, rules_
         f"| CREATE INDEX CONCURRENTLY | {_rel(m.fix_start, m)} to {_rel(m.fix_end, m)} |",
         f"| every alert resolved | {_rel(m.recovered, m) if outcome.all_resolved else 'NOT within the limit'} |",
         "",
+        f"Alert API polls (once a second) that failed: {outcome.poll_errors}"
+        + (" (the timeline below may have gaps of that many seconds)." if outcome.poll_errors else "."),
+        "",
+    ] + ([f"Expected but not seen before the diagnosis: {', '.join(outcome.missing_signals)}.", ""]
+         if outcome.missing_signals else []) + [
         f"![latency, pool, errors and alerts]({chart_name})",
         "",
         "## Time to detect",

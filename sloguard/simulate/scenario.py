@@ -22,6 +22,10 @@ SLO_BURN_SUFFIX = "ErrorBudgetBurn"
 # Alerts that name the cause (the database), as opposed to the symptom (the SLOs, p99, the pool).
 DATABASE_ALERTS = ("PostgresSeqScanLargeTable", "PostgresMissingIndexSuspected", "PostgresStatementSlow",
                    "PostgresStatementRegression")
+# What the replay must show before it moves on to the diagnosis (tests/test_simulation.py asserts exactly this):
+# a page, these alerts, and Alertmanager notifying both receivers.
+EXPECTED_ALERTS = ("PostgresSeqScanLargeTable", "AppDbPoolSaturated", "ApiLatencyP99High")
+EXPECTED_RECEIVERS = ("page", "ticket")
 
 
 @dataclass
@@ -52,6 +56,8 @@ class Outcome:
     all_resolved: bool = False
     unresolved: list[str] = field(default_factory=list)
     loadgen_summary: str = ""
+    missing_signals: list[str] = field(default_factory=list)    # expected but not seen before the diagnosis
+    poll_errors: int = 0                      # alert API polls that failed (the timeline may have gaps)
 
 
 def login_plan(dsn: str) -> str:
@@ -82,11 +88,11 @@ class Scenario:
 
     def _wait(self, condition, max_s: float) -> bool:
         deadline = time.time() + max_s
-        while time.time() < deadline:
-            self._tick(1.0)
-            if condition():
-                return True
-        return False
+        while not condition():
+            if time.time() >= deadline:
+                return False
+            self._tick(min(1.0, max(0.0, deadline - time.time())))
+        return True
 
     def _firing_names(self) -> set[str]:
         return {r.alertname for r in self.timeline.firing()}
@@ -95,6 +101,19 @@ class Scenario:
         firing = self.timeline.firing()
         page = any(r.alertname.endswith(SLO_BURN_SUFFIX) and r.severity == "critical" for r in firing)
         return page and bool(self._firing_names() & set(DATABASE_ALERTS))
+
+    def missing_signals(self) -> list[str]:
+        """What the replay still has to show since the migration: expected alerts, a page, notified receivers."""
+        since = self.out.marks.migration
+        fired = [r for r in self.timeline.records.values() if r.firing_at and r.firing_at > since]
+        names = {r.alertname for r in fired}
+        missing = [a for a in EXPECTED_ALERTS if a not in names]
+        if not any(r.alertname.endswith(SLO_BURN_SUFFIX) and r.severity == "critical" for r in fired):
+            missing.append("an SLO page")
+        receivers = {n["receiver"] for n in list(self.stack.sink.notifications)
+                     if n["status"] == "firing" and n["received_at"] > since}
+        missing += [f"a notification to {r}" for r in EXPECTED_RECEIVERS if r not in receivers]
+        return missing
 
     # --- phases ---
     def healthy(self) -> None:
@@ -119,14 +138,21 @@ class Scenario:
         self.say("  login query plan now: " + self.out.plan_before_fix.splitlines()[0])
 
     def degrade(self) -> None:
+        deadline = time.time() + self.mode.max_degraded_s
         self.say(f"waiting for the page and a database alert (at most {self.mode.max_degraded_s:g}s)")
         if self._wait(self._page_and_database_firing, self.mode.max_degraded_s):
             self.out.marks.detected = time.time()
             self.say(f"detected {self.out.marks.detected - self.out.marks.migration:.0f}s after the migration; "
-                     f"letting the other alerts catch up for {self.mode.settle_s:g}s")
+                     f"waiting for: {', '.join(self.missing_signals()) or 'nothing more'}")
+        else:
+            self.say("the page and a database alert did not both fire in time")
+        # Not a fixed settle: wait for exactly what the replay must show, within the same overall budget.
+        if self._wait(lambda: not self.missing_signals(), max(0.0, deadline - time.time())):
+            self.say(f"every expected alert and notification seen; {self.mode.settle_s:g}s more samples")
             self._tick(self.mode.settle_s)
         else:
-            self.say("the page and a database alert did not both fire in time; diagnosing anyway")
+            self.out.missing_signals = self.missing_signals()
+            self.say("not seen in time: " + ", ".join(self.out.missing_signals) + "; diagnosing anyway")
         # A snapshot of the exporter's own page, kept in the work dir (--keep-workdir) for post-mortems of the replay.
         with contextlib.suppress(OSError), urllib.request.urlopen(
                 self.stack.url("exporter") + "/metrics", timeout=10) as resp, \
@@ -202,5 +228,6 @@ class Scenario:
         self.recover()
         self._tick(3)   # a few healthy samples after recovery, for the chart
         self.out.loadgen_summary = self.stack.stop_load()
+        self.out.poll_errors = self.timeline.errors
         self.out.marks.end = time.time()
         return self.out

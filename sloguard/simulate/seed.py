@@ -33,6 +33,9 @@ def setup_sql(users: int) -> str:
     ]) + "\n"
 
 
+VACUUM_SQL = "VACUUM (ANALYZE) users, orders;"
+
+
 def migration_sql() -> str:
     """The incident's migration as modelled here (see the module docstring), recorded like a migration tool does."""
     return "\n".join([
@@ -63,7 +66,7 @@ def main() -> int:
     import tempfile
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     path = os.path.join(root, COMPOSE_INIT_PATH)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".10-scenario.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(compose_init_sql())
     os.replace(tmp, path)

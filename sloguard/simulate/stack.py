@@ -1,5 +1,6 @@
 """Starts the whole stack on 127.0.0.1 and stops it: PostgreSQL, exporter, demo API, alert sink, Alertmanager,
-Prometheus, load generator. Ports are picked free; configs are the deploy/ files rewritten by configs.py."""
+Prometheus, load generator. Ports are picked free just before each bind; configs are the deploy/ files rewritten
+by configs.py."""
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +12,7 @@ from demo.alert_sink import AlertSink
 from sloguard.pgcluster import TempCluster, free_port
 from sloguard.simulate import configs, seed
 from sloguard.simulate.modes import Mode
-from sloguard.simulate.processes import ProcessGroup
+from sloguard.simulate.processes import Child, PortInUse, ProcessGroup
 from sloguard.simulate.promapi import Alertmanager, Prometheus
 
 PROMETHEUS_BIN = os.environ.get("SLOGUARD_PROMETHEUS", "/usr/bin/prometheus")
@@ -25,7 +26,8 @@ class Stack:
         self.procs = ProcessGroup(workdir)
         self.cluster: TempCluster | None = None
         self.sink: AlertSink | None = None
-        self.ports = {k: free_port() for k in ("api", "exporter", "prometheus", "alertmanager")}
+        self.ports: dict[str, int] = {}     # filled as each service is launched (see _launch)
+        self.pick_port = free_port
         self.rules_summary: dict = {}
         self.loadgen = None
 
@@ -47,38 +49,73 @@ class Stack:
 
     # --- start ---
     def start_database(self) -> float:
-        self.cluster = TempCluster(max_connections=self.mode.max_connections).start()
+        # Assigned before start() so that stop() cleans up whatever happens next.
+        self.cluster = TempCluster(max_connections=self.mode.max_connections)
+        self.cluster.start()
         self.cluster.psql(f"CREATE DATABASE {DB}")
         t = time.monotonic()
         self.cluster.psql(seed.setup_sql(self.mode.users), DB)
+        # VACUUM now (not in setup_sql: it cannot run in psql's one-transaction -c string) so that autovacuum, woken
+        # by the bulk insert, does not land in the healthy phase and slow the login queries there.
+        self.cluster.psql(seed.VACUUM_SQL, DB)
         return time.monotonic() - t
 
     def start_services(self) -> None:
-        py = sys.executable
-        exporter = self.procs.start("exporter", [
-            py, "-m", "exporters.pg_exporter", "--dsn", self.dsn(),
-            "--web.listen-address", f"127.0.0.1:{self.ports['exporter']}",
-            # Re-check candidate indexes every few seconds: the fix must show within the compressed timeline.
-            "--missing-index.recheck-seconds", "5", "--query-timeout", "3"], cwd=self.repo)
-        api = self.procs.start("demo-api", [
-            py, "-m", "demo.app", "--dsn", self.dsn(), "--listen", f"127.0.0.1:{self.ports['api']}",
-            "--pool-size", str(self.mode.pool_size), "--request-timeout", str(self.mode.request_timeout)],
-            cwd=self.repo)
-        self.sink = AlertSink("127.0.0.1", 0).start()
-        self._write_configs()
-        am = self.procs.start("alertmanager", [
-            ALERTMANAGER_BIN, f"--config.file={self.workdir}/alertmanager.yml",
-            f"--storage.path={self.workdir}/am-data", f"--web.listen-address=127.0.0.1:{self.ports['alertmanager']}",
-            "--cluster.listen-address=", "--log.level=warn"])
-        prom = self.procs.start("prometheus", [
-            PROMETHEUS_BIN, f"--config.file={self.workdir}/prometheus.yml",
-            f"--storage.tsdb.path={self.workdir}/tsdb", f"--web.listen-address=127.0.0.1:{self.ports['prometheus']}",
-            "--storage.tsdb.retention.time=1d", "--log.level=warn"])
-        self.procs.wait_http(exporter, f"{self.url('exporter')}/metrics", 60)
-        self.procs.wait_http(api, f"{self.url('api')}/healthz")
-        self.procs.wait_http(am, f"{self.url('alertmanager')}/-/ready")
-        self.procs.wait_http(prom, f"{self.url('prometheus')}/-/ready")
+        self.sink = AlertSink("127.0.0.1", 0).start()    # in-process, port 0: bound at once, no race
+        # The exporter, the API and Alertmanager start together; Prometheus last, as its config names their ports.
+        children = {name: self._launch(name) for name in ("exporter", "demo-api", "alertmanager")}
+        for name, child in children.items():
+            self._wait_listening(name, child)
+        self._wait_listening("prometheus", self._launch("prometheus"))
         self._wait_targets_up(30)
+
+    # Each port is picked just before its process binds it, and picked again if another process took it meanwhile.
+    PORT_ATTEMPTS = 3
+    _READY = {"exporter": ("/metrics", 60), "demo-api": ("/healthz", 30), "alertmanager": ("/-/ready", 30),
+              "prometheus": ("/-/ready", 30)}
+    _PORT_KEY = {"exporter": "exporter", "demo-api": "api", "alertmanager": "alertmanager", "prometheus": "prometheus"}
+
+    def _launch(self, name: str) -> Child:
+        port = self.pick_port()
+        self.ports[self._PORT_KEY[name]] = port
+        py, listen = sys.executable, f"127.0.0.1:{port}"
+        if name == "exporter":
+            return self.procs.start(name, [
+                py, "-m", "exporters.pg_exporter", "--dsn", self.dsn(), "--web.listen-address", listen,
+                # Re-check candidate indexes every few seconds: the fix must show within the compressed timeline.
+                "--missing-index.recheck-seconds", "5",
+                "--query-timeout", str(self.mode.exporter_query_timeout_s)], cwd=self.repo)
+        if name == "demo-api":
+            return self.procs.start(name, [
+                py, "-m", "demo.app", "--dsn", self.dsn(), "--listen", listen,
+                "--pool-size", str(self.mode.pool_size), "--request-timeout", str(self.mode.request_timeout)],
+                cwd=self.repo)
+        if name == "alertmanager":
+            self._write_alertmanager_config()
+            return self.procs.start(name, [
+                ALERTMANAGER_BIN, f"--config.file={self.workdir}/alertmanager.yml",
+                f"--storage.path={self.workdir}/am-data", f"--web.listen-address={listen}",
+                "--cluster.listen-address=", "--log.level=warn"])
+        if name == "prometheus":
+            self._write_prometheus_config()
+            return self.procs.start(name, [
+                PROMETHEUS_BIN, f"--config.file={self.workdir}/prometheus.yml",
+                f"--storage.tsdb.path={self.workdir}/tsdb", f"--web.listen-address={listen}",
+                "--storage.tsdb.retention.time=1d", "--log.level=warn"])
+        raise ValueError(f"unknown service {name!r}")
+
+    def _wait_listening(self, name: str, child: Child) -> Child:
+        path, timeout = self._READY[name]
+        for attempt in range(1, self.PORT_ATTEMPTS + 1):
+            try:
+                self.procs.wait_http(child, self.url(self._PORT_KEY[name]) + path, timeout)
+                return child
+            except PortInUse:
+                if attempt == self.PORT_ATTEMPTS:
+                    raise
+                self.say(f"  {name}: port {self.ports[self._PORT_KEY[name]]} taken meanwhile, picking another")
+                child = self._launch(name)
+        return child
 
     def _wait_targets_up(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -90,10 +127,19 @@ class Stack:
             time.sleep(0.5)
         raise TimeoutError(f"Prometheus targets not all up after {timeout:.0f}s: {health}")
 
-    def _write_configs(self) -> None:
+    def _write(self, name: str, text: str) -> None:
+        with open(os.path.join(self.workdir, name), "w") as f:
+            f.write(text)
+
+    def _write_alertmanager_config(self) -> None:
+        with open(os.path.join(self.repo, "deploy", "alertmanager", "alertmanager.yml")) as f:
+            self._write("alertmanager.yml", configs.alertmanager_config(f.read(), f"http://127.0.0.1:{self.sink.port}"))
+
+    def _write_prometheus_config(self) -> None:
         with open(os.path.join(self.repo, "alerts", "sloguard-rules.yaml")) as f:
             rules, self.rules_summary = configs.compress_rules(
-                f.read(), self.mode.time_factor, self.mode.min_range_ms, self.mode.keep_ticket_tier)
+                f.read(), self.mode.time_factor, self.mode.min_range_ms, self.mode.keep_ticket_tier,
+                self.mode.min_for_ms)
         with open(os.path.join(self.repo, "deploy", "prometheus", "prometheus.yml")) as f:
             prom_cfg = configs.prometheus_config(
                 f.read(), f"{self.workdir}/rules.yaml",
@@ -101,11 +147,8 @@ class Stack:
                  "prometheus": f"127.0.0.1:{self.ports['prometheus']}"},
                 f"127.0.0.1:{self.ports['alertmanager']}", self.mode.scrape_interval, self.exporter_job,
                 self.mode.exporter_interval)
-        with open(os.path.join(self.repo, "deploy", "alertmanager", "alertmanager.yml")) as f:
-            am_cfg = configs.alertmanager_config(f.read(), f"http://127.0.0.1:{self.sink.port}")
-        for name, text in (("rules.yaml", rules), ("prometheus.yml", prom_cfg), ("alertmanager.yml", am_cfg)):
-            with open(os.path.join(self.workdir, name), "w") as f:
-                f.write(text)
+        self._write("rules.yaml", rules)
+        self._write("prometheus.yml", prom_cfg)
 
     def start_load(self, duration: float) -> None:
         self.loadgen = self.procs.start("loadgen", [
