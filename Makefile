@@ -14,6 +14,8 @@ $(STAMP): requirements.txt
 	@# a venv left half-made (no pip, e.g. python3-venv was missing) is rebuilt, not reused
 	@test -x $(VENV)/bin/pip || { rm -rf $(VENV) && python3 -m venv $(VENV); }
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@# console scripts sloguard-pg-exporter and sloguard-diagnose (editable: the checkout is the code)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*; touch $@
 
 venv: $(STAMP)
