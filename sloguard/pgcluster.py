@@ -12,6 +12,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 PG_BIN = os.environ.get("SLOGUARD_PG_BIN", "/usr/lib/postgresql/15/bin")
@@ -120,6 +122,17 @@ class TempCluster:
             check=True, capture_output=True, text=True,
         )
         return out.stdout.strip()
+
+    @contextmanager
+    def database(self, name: str) -> Iterator[str]:
+        """A fresh database for one test or module: created empty (dropped first if a crashed run left it), yields
+        its DSN, always dropped afterwards even with sessions still connected."""
+        self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.psql(f'CREATE DATABASE "{name}"')
+        try:
+            yield self.dsn(name)
+        finally:
+            self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

@@ -11,7 +11,7 @@ sys.path.insert(0, ROOT)
 
 from sloguard.pgcluster import TempCluster  # noqa: E402
 
-pytest_plugins = ["tests.promtool_plugin"] if os.path.exists(os.path.join(ROOT, "tests", "promtool_plugin.py")) else []
+pytest_plugins = ["tests.promtool_plugin"]   # promtool check/test rules items
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +26,17 @@ def pg_cluster():
 @pytest.fixture(scope="session")
 def repo_root() -> str:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def spec(repo_root):
+    """The repository's own slo.yaml, loaded and validated."""
+    from sloguard.spec import load_spec
+    return load_spec(os.path.join(repo_root, "slo.yaml"))
+
+
+@pytest.fixture(scope="session")
+def rendered(spec):
+    """Every file `make generate` would write, in memory: {relative path: text}."""
+    from sloguard.outputs import render_all
+    return render_all(spec)

@@ -17,12 +17,10 @@ LOGIN_NORMALISED = "SELECT * FROM users WHERE email = $1 AND status = $2"   # as
 
 @pytest.fixture(scope="module")
 def app_db(pg_cluster):
-    pg_cluster.psql("DROP DATABASE IF EXISTS advisor_app")
-    pg_cluster.psql("CREATE DATABASE advisor_app")
-    pg_cluster.psql(scenario_data.SCHEMA_SQL + scenario_data.seed_sql(users=USERS), "advisor_app")
-    pg_cluster.psql("CREATE EXTENSION hypopg; CREATE EXTENSION pg_stat_statements", "advisor_app")
-    yield pg_cluster.dsn("advisor_app")
-    pg_cluster.psql("DROP DATABASE IF EXISTS advisor_app WITH (FORCE)")
+    with pg_cluster.database("advisor_app") as dsn:
+        pg_cluster.psql(scenario_data.SCHEMA_SQL + scenario_data.seed_sql(users=USERS), "advisor_app")
+        pg_cluster.psql("CREATE EXTENSION hypopg; CREATE EXTENSION pg_stat_statements", "advisor_app")
+        yield dsn
 
 
 @pytest.fixture
@@ -177,9 +175,7 @@ def test_array_columns_and_mcv_text(conn):
 def test_safe_build_statements_never_pass_over_an_invalid_index(pg_cluster):
     """The printed fix: a database default lock_timeout does not cancel it; an INVALID leftover fails loudly."""
     db = "advisor_build"
-    pg_cluster.psql(f"DROP DATABASE IF EXISTS {db}")
-    pg_cluster.psql(f"CREATE DATABASE {db}")
-    try:
+    with pg_cluster.database(db):
         pg_cluster.psql("CREATE TABLE t (id int PRIMARY KEY, email text); "
                         "INSERT INTO t SELECT g, 'u' || g FROM generate_series(1, 2000) g", db)
         # a site-wide lock_timeout, shorter than the writer below stays open
@@ -203,5 +199,3 @@ def test_safe_build_statements_never_pass_over_an_invalid_index(pg_cluster):
                 c.execute(statements[-2])
             with pytest.raises(psycopg.errors.RaiseException, match=r"INVALID.*DROP INDEX CONCURRENTLY public\.t_email_idx"):
                 c.execute(statements[-1])
-    finally:
-        pg_cluster.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")

@@ -31,7 +31,7 @@ from sloguard.dashboards import common as c
 from sloguard.dashboards.slo_overview import SloPanel, burn_alert_name, slo_panel_id
 from sloguard.model import EventsSLI, LatencySLI
 from sloguard.outputs import RULES_PATH, render_all
-from sloguard.spec import load_spec, parse_spec
+from sloguard.spec import parse_spec
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 BUILTIN_SERIES = {"up", "ALERTS"}
@@ -41,16 +41,6 @@ GRAFANA_UNITS = {"none", "short", "percent", "percentunit", "s", "ms", "dtdurati
 
 
 # ---------------------------------------------------------------------------------------------------- fixtures
-
-@pytest.fixture(scope="module")
-def spec(repo_root):
-    return load_spec(os.path.join(repo_root, "slo.yaml"))
-
-
-@pytest.fixture(scope="module")
-def rendered(spec):
-    return render_all(spec)
-
 
 @pytest.fixture(scope="module")
 def dashboards(rendered):

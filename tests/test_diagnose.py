@@ -33,9 +33,7 @@ def _run(repo_root: str, *args: str, env: dict | None = None) -> subprocess.Comp
 @pytest.fixture(scope="module")
 def scenario_dsn(pg_cluster):
     """The incident's shape: users without an index on email, the login query called LOGIN_CALLS times."""
-    pg_cluster.psql(f"DROP DATABASE IF EXISTS {SCENARIO_DB}")
-    pg_cluster.psql(f"CREATE DATABASE {SCENARIO_DB}")
-    try:
+    with pg_cluster.database(SCENARIO_DB):
         pg_cluster.psql(sd.SCHEMA_SQL + sd.seed_sql(users=200_000, orders_per_user=1), SCENARIO_DB)
         pg_cluster.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; CREATE EXTENSION IF NOT EXISTS hypopg; "
                         "INSERT INTO schema_migrations VALUES ('20240115_add_user_preferences', now())", SCENARIO_DB)
@@ -43,19 +41,13 @@ def scenario_dsn(pg_cluster):
             for i in range(LOGIN_CALLS):
                 conn.execute(sd.LOGIN_QUERY, (f"user{i * 997 + 1}@example.com",)).fetchall()
         yield pg_cluster.dsn(SCENARIO_DB)
-    finally:
-        pg_cluster.psql(f"DROP DATABASE IF EXISTS {SCENARIO_DB} WITH (FORCE)")
 
 
 @pytest.fixture
 def scratch_db(pg_cluster, request):
     name = "diag_" + request.node.name.removeprefix("test_")[:40]
-    pg_cluster.psql(f"DROP DATABASE IF EXISTS {name}")
-    pg_cluster.psql(f"CREATE DATABASE {name}")
-    try:
+    with pg_cluster.database(name):
         yield name
-    finally:
-        pg_cluster.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def test_scenario_names_users_statement_and_email_index(repo_root, scenario_dsn):

@@ -19,21 +19,19 @@ ACTIVE_LOGINS = sum(1 for g in LOGIN_USER_IDS if g % 10 < 8)   # seed_sql: g % 1
 
 @pytest.fixture(scope="module")
 def app(pg_cluster):
-    pg_cluster.psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    pg_cluster.psql(f"CREATE DATABASE {DB}")
-    pg_cluster.psql(scenario_data.SCHEMA_SQL + scenario_data.seed_sql(users=USERS)
-                    + "CREATE EXTENSION hypopg; CREATE EXTENSION pg_stat_statements;"
-                    + "INSERT INTO schema_migrations VALUES ('20240101090000', '2024-01-01T09:00Z'),"
-                      " ('20240115143100', '2024-01-15T14:31:00Z');", DB)
-    with psycopg.connect(pg_cluster.dsn(DB), autocommit=True) as conn:
-        conn.execute("SELECT pg_stat_statements_reset()")
-        for i in range(LOGIN_CALLS):
-            conn.execute(scenario_data.LOGIN_QUERY, (f"user{LOGIN_USER_IDS[i]}@example.com",))
-        conn.execute(scenario_data.RECENT_ORDERS_QUERY + " LIMIT 5", ("2023-12-01",))
-        login_qid = conn.execute("SELECT queryid FROM pg_stat_statements WHERE query LIKE '%%email = $1%%'"
-                                 ).fetchone()[0]
-    yield pg_cluster, login_qid
-    pg_cluster.psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    with pg_cluster.database(DB) as dsn:
+        pg_cluster.psql(scenario_data.SCHEMA_SQL + scenario_data.seed_sql(users=USERS)
+                        + "CREATE EXTENSION hypopg; CREATE EXTENSION pg_stat_statements;"
+                        + "INSERT INTO schema_migrations VALUES ('20240101090000', '2024-01-01T09:00Z'),"
+                          " ('20240115143100', '2024-01-15T14:31:00Z');", DB)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_stat_statements_reset()")
+            for i in range(LOGIN_CALLS):
+                conn.execute(scenario_data.LOGIN_QUERY, (f"user{LOGIN_USER_IDS[i]}@example.com",))
+            conn.execute(scenario_data.RECENT_ORDERS_QUERY + " LIMIT 5", ("2023-12-01",))
+            login_qid = conn.execute("SELECT queryid FROM pg_stat_statements WHERE query LIKE '%%email = $1%%'"
+                                     ).fetchone()[0]
+        yield pg_cluster, login_qid
 
 
 @pytest.fixture(scope="module")

@@ -23,20 +23,18 @@ PLAIN_PASSWORD = "pl41n-S3cret-pw-2210"
 
 @pytest.fixture(scope="module")
 def cluster(pg_cluster):
-    pg_cluster.psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    pg_cluster.psql(f"CREATE DATABASE {DB}")
-    pg_cluster.psql(scenario_data.SCHEMA_SQL + scenario_data.seed_sql(users=20_000)
-                    + "CREATE EXTENSION pg_stat_statements;"
-                    + "INSERT INTO schema_migrations VALUES ('20240115143100', '2024-01-15T14:31:00Z');", DB)
-    pg_cluster.psql(f"""
-        DROP ROLE IF EXISTS sloguard_monitor; DROP ROLE IF EXISTS sloguard_plain;
-        CREATE ROLE sloguard_monitor LOGIN PASSWORD '{MONITOR_PASSWORD}' IN ROLE pg_monitor;
-        CREATE ROLE sloguard_plain LOGIN PASSWORD '{PLAIN_PASSWORD}';
-    """)
-    # the README's setup: pg_monitor + SELECT on the migrations table and the tables EXPLAIN looks at
-    pg_cluster.psql("GRANT SELECT ON schema_migrations, users, orders TO sloguard_monitor", DB)
-    yield pg_cluster
-    pg_cluster.psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    with pg_cluster.database(DB):
+        pg_cluster.psql(scenario_data.SCHEMA_SQL + scenario_data.seed_sql(users=20_000)
+                        + "CREATE EXTENSION pg_stat_statements;"
+                        + "INSERT INTO schema_migrations VALUES ('20240115143100', '2024-01-15T14:31:00Z');", DB)
+        pg_cluster.psql(f"""
+            DROP ROLE IF EXISTS sloguard_monitor; DROP ROLE IF EXISTS sloguard_plain;
+            CREATE ROLE sloguard_monitor LOGIN PASSWORD '{MONITOR_PASSWORD}' IN ROLE pg_monitor;
+            CREATE ROLE sloguard_plain LOGIN PASSWORD '{PLAIN_PASSWORD}';
+        """)
+        # the README's setup: pg_monitor + SELECT on the migrations table and the tables EXPLAIN looks at
+        pg_cluster.psql("GRANT SELECT ON schema_migrations, users, orders TO sloguard_monitor", DB)
+        yield pg_cluster
     pg_cluster.psql("DROP ROLE IF EXISTS sloguard_monitor; DROP ROLE IF EXISTS sloguard_plain")
 
 
@@ -121,14 +119,12 @@ def test_hypopg_missing_fails_only_that_collector(cluster):
 
 
 def test_pg_stat_statements_missing_fails_only_statements(cluster):
-    cluster.psql("DROP DATABASE IF EXISTS exporter_nopss WITH (FORCE)")
-    cluster.psql("CREATE DATABASE exporter_nopss")
-    exp = RunningExporter(["--dsn", cluster.dsn("exporter_nopss")])
-    try:
-        samples = exp.scrape()
-    finally:
-        exp.cleanup()
-        cluster.psql("DROP DATABASE IF EXISTS exporter_nopss WITH (FORCE)")
+    with cluster.database("exporter_nopss") as dsn:
+        exp = RunningExporter(["--dsn", dsn])
+        try:
+            samples = exp.scrape()
+        finally:
+            exp.cleanup()
     assert one(samples, names.PG_UP) == 1
     assert one(samples, names.COLLECTOR_SUCCESS, collector="statements") == 0
     assert one(samples, names.COLLECTOR_SUCCESS, collector="connections") == 1

@@ -21,9 +21,7 @@ QUERY = "SELECT * FROM accounts WHERE email = %s"
 
 @pytest.fixture
 def app(pg_cluster):
-    pg_cluster.psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    pg_cluster.psql(f"CREATE DATABASE {DB}")
-    try:
+    with pg_cluster.database(DB):
         pg_cluster.psql("CREATE EXTENSION hypopg; CREATE EXTENSION pg_stat_statements; "
                         "CREATE TABLE accounts (id int PRIMARY KEY, email text NOT NULL, note text); "
                         f"INSERT INTO accounts SELECT g, 'a' || g || '@example.com', repeat('x', 40) "
@@ -36,8 +34,6 @@ def app(pg_cluster):
                                "AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
                                ).fetchone()[0]
         yield pg_cluster.dsn(DB), qid
-    finally:
-        pg_cluster.psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
 
 
 def _suspects(samples, qid) -> list[dict]:

@@ -147,9 +147,7 @@ def _is_valid(dsn: str, index: str):
 def test_fix_migration_does_not_skip_over_an_invalid_index(repo_root, pg_cluster):
     """Re-running the fix after a failed build must stop and name the drop, not succeed without an index."""
     db = "gate_invalid_index"
-    pg_cluster.psql(f"DROP DATABASE IF EXISTS {db}")
-    pg_cluster.psql(f"CREATE DATABASE {db}")
-    try:
+    with pg_cluster.database(db):
         pg_cluster.psql("CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL); "
                         "INSERT INTO users SELECT g, 'u' || g || '@example.com' FROM generate_series(1, 2000) g", db)
         dsn = pg_cluster.dsn(db)
@@ -166,5 +164,3 @@ def test_fix_migration_does_not_skip_over_an_invalid_index(repo_root, pg_cluster
         proc = subprocess.run(psql, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert _is_valid(dsn, "users_email_idx") is True
-    finally:
-        pg_cluster.psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")

@@ -10,23 +10,12 @@ import pytest
 import yaml
 
 from sloguard.dashboards import mixin
-from sloguard.outputs import RULES_PATH, render_all
-from sloguard.spec import load_spec
+from sloguard.outputs import RULES_PATH
 
 SNIPPET = """
 local m = (import 'mixin.libsonnet') + { _config+:: %s };
 { alerts: m.prometheusAlerts, rules: m.prometheusRules, dashboards: m.grafanaDashboards, config: m._config }
 """
-
-
-@pytest.fixture(scope="module")
-def spec(repo_root):
-    return load_spec(os.path.join(repo_root, "slo.yaml"))
-
-
-@pytest.fixture(scope="module")
-def rendered(spec):
-    return render_all(spec)
 
 
 def evaluate(files: dict[str, str], overrides: dict | None = None) -> dict:

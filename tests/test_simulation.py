@@ -102,10 +102,9 @@ def test_alertmanager_copy_posts_to_the_local_sink_with_fast_timers(repo_root):
 
 @pytest.fixture(scope="module")
 def demo_db(pg_cluster):
-    pg_cluster.psql("DROP DATABASE IF EXISTS sim_demo")
-    pg_cluster.psql("CREATE DATABASE sim_demo")
-    pg_cluster.psql(seed.setup_sql(1000).replace("CREATE EXTENSION IF NOT EXISTS hypopg;", ""), "sim_demo")
-    return pg_cluster.dsn("sim_demo")
+    with pg_cluster.database("sim_demo") as dsn:
+        pg_cluster.psql(seed.setup_sql(1000).replace("CREATE EXTENSION IF NOT EXISTS hypopg;", ""), "sim_demo")
+        yield dsn
 
 
 def _until(condition, timeout: float, what: str) -> None:
