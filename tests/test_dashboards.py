@@ -29,9 +29,9 @@ from sloguard.dashboards import (
 )
 from sloguard.dashboards import common as c
 from sloguard.dashboards.slo_overview import SloPanel, burn_alert_name, slo_panel_id
-from sloguard.model import EventsSLI, LatencySLI
 from sloguard.outputs import RULES_PATH, render_all
 from sloguard.spec import parse_spec
+from sloguard.spec.model import EventsSLI, LatencySLI
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 BUILTIN_SERIES = {"up", "ALERTS"}
@@ -406,7 +406,7 @@ def test_burn_thresholds_follow_the_slo_period(spec, dashboards):
     from dataclasses import replace
 
     from sloguard.dashboards import build_dashboards
-    from sloguard.model import Duration
+    from sloguard.spec.model import Duration
 
     def thresholds(s):
         overview = build_dashboards(s)[SLO_OVERVIEW_UID]

@@ -9,7 +9,7 @@ from sloguard.dashboard_links import INCIDENT_UID, SLO_OVERVIEW_UID
 from sloguard.dashboards import common, incident, mixin, provisioning, slo_overview
 from sloguard.dashboards.promql_names import metric_names
 from sloguard.dashboards.queries import annotation_queries, iter_panels, panel_queries
-from sloguard.model import Spec
+from sloguard.spec.model import Spec
 
 __all__ = ["annotation_queries", "build_dashboards", "dashboard_path", "iter_panels", "metric_names",
            "panel_queries", "render_files"]

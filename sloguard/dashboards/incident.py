@@ -11,7 +11,7 @@ from grafanalib import core as g
 from sloguard import names as n
 from sloguard.dashboard_links import INCIDENT_UID, panel_for
 from sloguard.dashboards import common as c
-from sloguard.model import EventsSLI, LatencySLI, Spec
+from sloguard.spec.model import EventsSLI, LatencySLI, Spec
 
 TITLE = "sloguard / API latency and database incident"
 RI = c.RATE_INTERVAL

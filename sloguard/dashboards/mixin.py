@@ -16,7 +16,7 @@ import json
 import re
 
 from sloguard.dashboards.common import GENERATED_NOTE, TAGS
-from sloguard.model import Spec
+from sloguard.spec.model import Spec
 
 MIXIN_PATH = "mixin.libsonnet"
 

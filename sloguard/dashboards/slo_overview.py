@@ -11,8 +11,8 @@ from grafanalib import core as g
 
 from sloguard.dashboard_links import SLO_OVERVIEW_UID, panel_for
 from sloguard.dashboards import common as c
-from sloguard.model import SLO, AlertTier, Spec
 from sloguard.names import BURN_RATE_ALERT_SUFFIX
+from sloguard.spec.model import SLO, AlertTier, Spec
 
 TITLE = "sloguard / SLO overview"
 SUMMARY_HEIGHT = 10  # row header 1 + all-SLO panels 9

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sloguard import model, names, promql
+from sloguard import names, promql
 from sloguard.rules.common import (
     camel,
     link_annotations,
@@ -19,6 +19,7 @@ from sloguard.rules.common import (
     total_selector,
 )
 from sloguard.rules.slo_recording import ratio_metric
+from sloguard.spec import model
 
 BUCKET_MISSING_ALERT = "SloHistogramBucketMissing"
 BUCKET_MISSING_FOR = "10m"

@@ -1,7 +1,8 @@
 """Pieces shared by the SLO and database builders: labels, annotations, SLI expressions."""
 from __future__ import annotations
 
-from sloguard import dashboard_links, model, names, promql
+from sloguard import dashboard_links, names, promql
+from sloguard.spec import model
 
 
 def camel(name: str) -> str:

@@ -6,8 +6,9 @@ Metric names come from sloguard.names (the exporter's contract).
 """
 from __future__ import annotations
 
-from sloguard import model, names, promql
+from sloguard import names, promql
 from sloguard.rules.common import link_annotations
+from sloguard.spec import model
 
 STATEMENT_MEAN_5M = names.RECORDED_STATEMENT_MEAN_5M
 STATEMENT_MEAN_BASELINE = names.RECORDED_STATEMENT_MEAN_BASELINE

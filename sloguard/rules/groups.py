@@ -1,10 +1,10 @@
 """Assemble every rule group from the spec. Groups hold at most 20 rules (mixtool lint)."""
 from __future__ import annotations
 
-from sloguard import model
 from sloguard.rules.burn_alerts import build_bucket_missing_alert, build_burn_alerts
 from sloguard.rules.database_alerts import build_database_alerts, build_database_recordings
 from sloguard.rules.slo_recording import build_slo_recordings
+from sloguard.spec import model
 
 MAX_GROUP_RULES = 20
 

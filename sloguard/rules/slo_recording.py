@@ -5,8 +5,9 @@ Differences from Sloth, on purpose: the period ratio is sum(increase(errors[P]))
 """
 from __future__ import annotations
 
-from sloguard import model, names, promql
+from sloguard import names, promql
 from sloguard.rules.common import error_ratio_expr, selector_matchers, slo_labels
+from sloguard.spec import model
 
 BASE_WINDOW = "5m"   # current burn rate, and the shortest ratio Sloth dashboards read
 

@@ -1,4 +1,4 @@
-"""Load and validate slo.yaml into `sloguard.model.Spec`.
+"""Load and validate slo.yaml into `sloguard.spec.model.Spec`.
 
 Every problem raises SpecError naming the file, the line, the field path (e.g. `slos[1].objective`), what is wrong
 and how to fix it. The CLI turns it into exit code 2. The same rules are published for editors in slo.schema.json;
@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 
-from sloguard import model, names, promql
+from sloguard import names, promql
 from sloguard.rules.common import camel
-from sloguard.yamlnodes import YamlError, load_with_lines, render_path
+from sloguard.spec import model
+from sloguard.spec.yamlnodes import YamlError, load_with_lines, render_path
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 # A Prometheus job name as scrape configs write them; also keeps quotes and template braces out of the rules.
