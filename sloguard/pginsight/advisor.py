@@ -1,14 +1,21 @@
 """Missing-index advisor: PgHero's candidate choice, verified the Dexter way with HypoPG.
 
 For a statement (pg_stat_statements-normalised `$1` text, or `%s`/`?` placeholders):
-1. plan it generically (PG15 has no EXPLAIN (GENERIC_PLAN)): PREPARE with unknown parameter types, then
-   `EXPLAIN EXECUTE name(NULL, ...)` under plan_cache_mode = force_generic_plan, so parameter values do not matter;
-2. find sequential scans on tables with at least `min_live_rows` rows and parse their Filter with pglast;
-3. order the filtered columns by selectivity from pg_stats (equality before range, as a btree wants) and take
-   columns until fewer than 50 rows remain (PgHero); also try each column alone;
-4. skip candidates an existing btree already covers (same leading columns);
-5. with HypoPG: create each hypothetical index, re-plan (a prepared generic plan is cached, so PREPARE again),
-   keep the cheapest, report it only when it cuts the plan cost by at least half; hypopg_reset() always.
+1. plan it generically (planner.Planner: PREPARE + EXPLAIN EXECUTE under force_generic_plan; texts that
+   normalization made invalid, e.g. `interval $2`, are re-printed as valid SQL first);
+2. for each sequential scan on a table with at least `min_live_rows` rows, gather what an index could serve:
+   - its Filter (pglast): equality and range predicates against values, parameters or stable expressions
+     (`created_at > now() - interval '1 hour'`);
+   - the join keys of the joins above it (Hash Cond, Merge Cond, Join Filter: `i.customer_id = c.id`), so a
+     foreign key without an index is examined;
+3. order filter columns by selectivity from pg_stats (equality before range, as a btree wants) and take columns
+   until fewer than 50 rows remain (PgHero); also each column alone, and each join key (alone, then with the best
+   filter column); skip candidates an existing btree already covers (same leading columns);
+4. with HypoPG: create each hypothetical index and re-plan, with generic parameters and, when a filtered column is
+   skewed (pg_stats most-common values), with its common value and a rare one inlined; a candidate counts for a
+   plan only when the planner uses it there and it at least halves the cost. The best generic winner is proposed;
+   failing that, the best winner for the rare value (a partial index leaving out the common value when HypoPG
+   shows it is used), with the values it wins and loses for. hypopg_reset() always.
 Nothing is written: plain EXPLAIN only, inside a READ ONLY transaction when we own the transaction.
 """
 from __future__ import annotations
@@ -22,9 +29,17 @@ from dataclasses import dataclass
 
 import psycopg
 
+from . import planner
+from .colstats import DEFAULT_RANGE_SELECTIVITY, Probe, Skew, column_stats, find_skew, selectivity  # noqa: F401
+from .planner import STATEMENT_NAME  # noqa: F401 - re-exported
 from .sqltext import (  # noqa: F401 - re-exported: the advisor's public API
+    NO_USER_TABLE,
+    NOT_A_QUERY,
+    UNDEFINED_OBJECT,
+    UNPLANNABLE_TEXT,
     Predicate,
     UnsupportedStatement,
+    join_pairs,
     parse_array_text,
     parse_filter,
     plannable,
@@ -36,8 +51,7 @@ log = logging.getLogger(__name__)
 MIN_COST_REDUCTION = 0.5      # Dexter: keep an index only if it halves the plan cost
 TARGET_ROWS = 50              # PgHero: add columns until fewer rows than this remain
 MAX_INDEX_COLUMNS = 3
-DEFAULT_RANGE_SELECTIVITY = 1.0 / 3   # PostgreSQL's own default for inequality estimates
-STATEMENT_NAME = "sloguard_advisor"   # one fixed name: every EXPLAIN EXECUTE is one pg_stat_statements entry
+PERMISSION_DENIED = "permission_denied"   # blind reason: EXPLAIN needs SELECT on the tables
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,11 @@ class IndexSuggestion:
     cost_after: float | None     # None when HypoPG is unavailable or off
     verified: bool               # True when HypoPG showed >= 50% cost reduction
     queryid: int | None = None
+    kind: str = "filter"         # "filter": serves the scan's Filter; "join": leads with a join key
+    detail: str = ""             # e.g. "join key invoices.customer_id = customers.id (foreign key ...)"
+    where: str | None = None     # partial index predicate
+    wins_for: tuple[str, ...] = ()   # with skewed values: the values (probes) it wins for ...
+    not_for: tuple[str, ...] = ()    # ... and those it does not (e.g. the common value); () = all values
 
     @property
     def cost_reduction(self) -> float | None:
@@ -58,12 +77,16 @@ class IndexSuggestion:
         return 1.0 - self.cost_after / self.cost_before
 
 
-# --- statistics --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Advice:
+    """One statement's outcome: suggestions, or why it could not be examined (`reason`, a small fixed set)."""
+    suggestions: list[IndexSuggestion]
+    reason: str | None = None    # None: examined; else NOT_A_QUERY, NO_USER_TABLE, UNPLANNABLE_TEXT, ...
+    detail: str = ""             # the first line of the error, for a log (no parameter values: plans have none)
+    rewritten: bool = False      # planned after re-printing a normalized text as valid SQL
 
-_STATS_SQL = """
-SELECT attname, null_frac, n_distinct, most_common_vals::text, most_common_freqs
-FROM pg_stats WHERE schemaname = %s AND tablename = %s AND attname = ANY(%s)
-"""
+
+# --- catalogue ---------------------------------------------------------------------------------------------------
 
 _TABLE_SQL = """
 SELECT c.oid, greatest(c.reltuples, coalesce(s.n_live_tup, 0))::float8
@@ -84,35 +107,21 @@ WHERE i.indrelid = %s AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indisva
 GROUP BY i.indexrelid
 """
 
-
-def _selectivity(pred: Predicate, stats: tuple | None, rows: float) -> float:
-    if stats is None:   # no ANALYZE yet: assume unselective so it sorts last
-        return 1.0
-    null_frac, n_distinct = stats[1] or 0.0, stats[2] or 0.0
-    mcv, mcf = parse_array_text(stats[3]), list(stats[4] or [])
-    if len(mcv) != len(mcf):
-        mcv, mcf = [], []
-    if pred.kind == "range":
-        return DEFAULT_RANGE_SELECTIVITY * (1 - null_frac)
-    distinct = -n_distinct * rows if n_distinct < 0 else n_distinct
-    distinct = max(distinct, 1.0)
-    if pred.literal is not None and pred.literal in mcv:
-        return float(mcf[mcv.index(pred.literal)])
-    rest_freq = max(1.0 - null_frac - sum(mcf), 0.0)
-    rest_distinct = max(distinct - len(mcv), 1.0)
-    # a parameter ($1) can be any value: the average frequency, MCVs included
-    per_value = rest_freq / rest_distinct if pred.literal is not None else (1.0 - null_frac) / distinct
-    return min(per_value * pred.in_list_size, 1.0)
+# A single-column foreign key on that column, to name it in the advice.
+_FOREIGN_KEY_SQL = """
+SELECT c.conname FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+WHERE c.conrelid = %s AND c.contype = 'f' AND cardinality(c.conkey) = 1 AND a.attname = %s
+"""
 
 
 def candidate_columns(conn: psycopg.Connection, schema: str, table: str, preds: list[Predicate],
-                      rows: float) -> list[tuple[str, ...]]:
+                      rows: float, stats: dict | None = None) -> list[tuple[str, ...]]:
     """Index column lists to try, most promising first (PgHero ordering, then single columns)."""
-    names = sorted({p.column for p in preds})
-    stats = {r[0]: r for r in conn.execute(_STATS_SQL, (schema, table, names), prepare=False)}
+    if stats is None:
+        stats = column_stats(conn, schema, table, [p.column for p in preds])
     by_col: dict[str, tuple[str, float]] = {}
     for p in preds:
-        sel = _selectivity(p, stats.get(p.column), rows)
+        sel = selectivity(p, stats.get(p.column), rows)
         kind, old = by_col.get(p.column, (p.kind, 1.0))
         by_col[p.column] = ("eq" if "eq" in (kind, p.kind) else "range", min(old, sel))
     eq = sorted((sel, c) for c, (k, sel) in by_col.items() if k == "eq")
@@ -134,50 +143,30 @@ def _covered(candidate: tuple[str, ...], existing: list[list[str]]) -> bool:
     return any(set(idx[:len(candidate)]) == set(candidate) for idx in existing)
 
 
-# --- planning ----------------------------------------------------------------------------------------------------
-
-def _generic_plan(conn: psycopg.Connection, sql: str, nparams: int) -> dict:
-    """EXPLAIN of the generic plan (parameters are NULL: a generic plan does not look at them)."""
-    conn.execute(f"PREPARE {STATEMENT_NAME} AS {sql}", prepare=False)
-    args = "(" + ", ".join(["NULL"] * nparams) + ")" if nparams else ""
-    plan = conn.execute(f"EXPLAIN (FORMAT JSON, VERBOSE) EXECUTE {STATEMENT_NAME}{args}", prepare=False).fetchone()
-    conn.execute(f"DEALLOCATE {STATEMENT_NAME}", prepare=False)
-    return plan[0][0]
-
-
-def _quietly(conn: psycopg.Connection, sql: str) -> None:
-    """Clean-up after an error, which must not mask it (runs in its own savepoint or transaction)."""
-    with contextlib.suppress(psycopg.Error), conn.transaction():
-        conn.execute(sql, prepare=False)
-
-
-def _seq_scans(node: dict) -> Iterable[dict]:
-    if node.get("Node Type") == "Seq Scan" and node.get("Filter"):
-        yield node
-    for child in node.get("Plans", ()):
-        yield from _seq_scans(child)
-
+# --- DDL ---------------------------------------------------------------------------------------------------------
 
 def quote_ident(name: str) -> str:
     return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
 
 
-def index_name(table: str, columns: tuple[str, ...]) -> str:
-    return "_".join((table, *columns, "idx"))[:63]
+def index_name(table: str, columns: tuple[str, ...], where: str | None = None) -> str:
+    return "_".join((table, *columns, "partial_idx" if where else "idx"))[:63]
 
 
-def index_ddl(schema: str, table: str, columns: tuple[str, ...], concurrently: bool = True) -> str:
+def index_ddl(schema: str, table: str, columns: tuple[str, ...], concurrently: bool = True,
+              where: str | None = None) -> str:
     cols = ", ".join(quote_ident(c) for c in columns)
     conc = "CONCURRENTLY " if concurrently else ""
-    return (f"CREATE INDEX {conc}{quote_ident(index_name(table, columns))} "
-            f"ON {quote_ident(schema)}.{quote_ident(table)} ({cols})")
+    pred = f" WHERE {where}" if where else ""
+    return (f"CREATE INDEX {conc}{quote_ident(index_name(table, columns, where))} "
+            f"ON {quote_ident(schema)}.{quote_ident(table)} ({cols}){pred}")
 
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def safe_build_statements(schema: str, table: str, columns: tuple[str, ...]) -> list[str]:
+def safe_build_statements(schema: str, table: str, columns: tuple[str, ...], where: str | None = None) -> list[str]:
     """The statements to run (psql, autocommit, on the primary) to build the index and know that it worked.
 
     - lock_timeout = 0: the build's only table lock (SHARE UPDATE EXCLUSIVE) queues no reads or writes, but a
@@ -187,36 +176,117 @@ def safe_build_statements(schema: str, table: str, columns: tuple[str, ...]) -> 
     - no IF NOT EXISTS: on a re-run it would skip silently over an INVALID index left by a failed build.
     - the DO block fails loudly when the index is INVALID and names the drop-and-retry statement.
     """
-    qualified = f"{quote_ident(schema)}.{quote_ident(index_name(table, columns))}"
+    qualified = f"{quote_ident(schema)}.{quote_ident(index_name(table, columns, where))}"
     message = (f"index {qualified} is INVALID (the build failed or was cancelled): "
                f"run DROP INDEX CONCURRENTLY {qualified}; then CREATE INDEX CONCURRENTLY again")
     check = ("DO $sloguard$ BEGIN IF NOT coalesce((SELECT indisvalid FROM pg_index WHERE indexrelid = "
              f"{_literal(qualified)}::regclass), false) THEN RAISE EXCEPTION '%', {_literal(message)}; "
              "END IF; END $sloguard$;")
-    return ["SET lock_timeout = 0; SET statement_timeout = 0;", index_ddl(schema, table, columns) + ";", check]
+    return ["SET lock_timeout = 0; SET statement_timeout = 0;", index_ddl(schema, table, columns, where=where) + ";",
+            check]
+
+
+def build_statements(s: IndexSuggestion) -> list[str]:
+    """safe_build_statements for a suggestion (keeps a partial index's predicate)."""
+    return safe_build_statements(s.schemaname, s.relname, tuple(s.columns), s.where)
 
 
 def hypopg_available(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'hypopg'", prepare=False).fetchone() is not None
 
 
+# --- planning ----------------------------------------------------------------------------------------------------
+
+def _generic_plan(conn: psycopg.Connection, sql: str, nparams: int) -> dict:
+    """EXPLAIN of the generic plan (parameters are NULL: a generic plan does not look at them)."""
+    return planner.Planner(conn, sql, nparams).open()
+
+
+def _quietly(conn: psycopg.Connection, sql: str) -> None:
+    """Clean-up after an error, which must not mask it (runs in its own savepoint or transaction)."""
+    with contextlib.suppress(psycopg.Error), conn.transaction():
+        conn.execute(sql, prepare=False)
+
+
 def _hypothetical_cost(conn: psycopg.Connection, sql: str, nparams: int, schema: str, table: str,
                        cols: tuple[str, ...]) -> float:
-    conn.execute("SELECT hypopg_create_index(%s)", (index_ddl(schema, table, cols, False),), prepare=False)
-    cost = float(_generic_plan(conn, sql, nparams)["Plan"]["Total Cost"])
-    conn.execute("SELECT hypopg_reset()", prepare=False)
+    planner.create_hypothetical(conn, index_ddl(schema, table, cols, False))
+    cost = planner.cost(_generic_plan(conn, sql, nparams))
+    planner.reset_hypothetical(conn)
     return cost
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """A sequential scan on a large table and what an index on it could serve."""
+    schema: str
+    table: str
+    oid: int
+    rows: float
+    preds: list[Predicate]
+    join_keys: dict[str, str]    # column -> "alias.column of the other side" (first seen)
+
+
+def _scans(conn, plan: dict, min_live_rows: int) -> list[_Scan]:
+    nodes = list(planner.walk(plan["Plan"]))
+    keys: dict[str, dict[str, str]] = {}   # alias -> {column: other side}
+    for node in nodes:
+        for field in ("Hash Cond", "Merge Cond", "Join Filter", "Filter"):
+            for (a1, c1), (a2, c2) in join_pairs(node[field]) if node.get(field) else ():
+                keys.setdefault(a1, {}).setdefault(c1, f"{a2}.{c2}")
+                keys.setdefault(a2, {}).setdefault(c2, f"{a1}.{c1}")
+    out, seen = [], set()
+    for node in nodes:
+        if node.get("Node Type") != "Seq Scan":
+            continue
+        schema, table = node.get("Schema", "public"), node["Relation Name"]
+        preds = parse_filter(node["Filter"]) or [] if node.get("Filter") else []
+        joins = keys.get(node.get("Alias", table), {})
+        if (not preds and not joins) or (schema, table, node.get("Alias")) in seen:
+            continue
+        seen.add((schema, table, node.get("Alias")))
+        row = conn.execute(_TABLE_SQL, (schema, table), prepare=False).fetchone()
+        if row is not None and row[1] >= min_live_rows:
+            out.append(_Scan(schema, table, row[0], row[1], preds, joins))
+    return out
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    columns: tuple[str, ...]
+    where: str | None = None
+
+
+def _candidates(conn, scan: _Scan, stats: dict, skew: Skew | None, existing: list[list[str]]) -> list[_Candidate]:
+    cols = candidate_columns(conn, scan.schema, scan.table, scan.preds, scan.rows, stats) if scan.preds else []
+    best_eq = next((c[0] for c in cols if c and any(p.column == c[0] and p.kind == "eq" for p in scan.preds)), None)
+    for key in scan.join_keys:
+        cols += [(key,)] + ([(key, best_eq)] if best_eq and best_eq != key else [])
+    found = [_Candidate(c) for c in dict.fromkeys(cols) if not _covered(c, existing)]
+    if skew is not None:   # the same indexes without the common value's rows: far smaller, same use for rare values
+        where = f"{quote_ident(skew.column)} <> {_literal(skew.common_value)}"
+        found += [_Candidate(c.columns, where) for c in found if skew.column in c.columns]
+    return found
+
+
+def _wins(before: float, after: float, used: bool) -> bool:
+    return used and after <= before * (1 - MIN_COST_REDUCTION)
 
 
 def suggest_for_query(conn: psycopg.Connection, sql: str, *, use_hypopg: bool = True, min_live_rows: int = 10_000,
                       queryid: int | None = None) -> list[IndexSuggestion]:
     """Indexes that would remove sequential scans on large tables from `sql`'s generic plan.
 
-    With HypoPG (installed in this database and use_hypopg) only verified suggestions (>= 50% cheaper) come back;
-    without it, PgHero-style unverified candidates with cost_after=None. Raises UnsupportedStatement for
-    anything but one SELECT/UPDATE/DELETE on user tables, psycopg.Error for planning errors (e.g. unknown table).
+    With HypoPG (installed in this database and use_hypopg) only verified suggestions (>= 50% cheaper, index used)
+    come back; without it, PgHero-style unverified candidates from filters with cost_after=None. Raises
+    UnsupportedStatement (with `.reason`) for anything but one SELECT/UPDATE/DELETE on user tables this session can
+    plan, psycopg errors for the rest (no privilege, timeouts, a lost connection).
     """
     sql, nparams = plannable(sql)
+    return _examine(conn, sql, nparams, use_hypopg, min_live_rows, queryid)[0]
+
+
+def _examine(conn, sql, nparams, use_hypopg, min_live_rows, queryid) -> tuple[list[IndexSuggestion], bool]:
     own_txn = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     hypo = False
     try:
@@ -225,14 +295,15 @@ def suggest_for_query(conn: psycopg.Connection, sql: str, *, use_hypopg: bool = 
                 conn.execute("SET TRANSACTION READ ONLY", prepare=False)
             conn.execute("SET LOCAL plan_cache_mode = force_generic_plan", prepare=False)
             hypo = use_hypopg and hypopg_available(conn)
-            plan = _generic_plan(conn, sql, nparams)
-            cost_before = float(plan["Plan"]["Total Cost"])
+            plans = planner.Planner(conn, sql, nparams)
+            plan = plans.open()
             suggestions: list[IndexSuggestion] = []
-            for scan in _seq_scans(plan["Plan"]):
-                found = _suggest_for_scan(conn, sql, nparams, scan, cost_before, hypo, min_live_rows, queryid)
-                if found and all((found.relname, found.columns) != (s.relname, s.columns) for s in suggestions):
+            for scan in _scans(conn, plan, min_live_rows):
+                found = _suggest_for_scan(conn, plans, plan, scan, hypo, queryid)
+                if found and all((found.relname, found.columns, found.where) != (s.relname, s.columns, s.where)
+                                 for s in suggestions):
                     suggestions.append(found)
-            return suggestions
+            return suggestions, plans.rewritten
     except BaseException:
         # Neither PREPARE nor HypoPG's backend-local indexes are undone by a rollback: sweep them after an error.
         _quietly(conn, f"DEALLOCATE {STATEMENT_NAME}")
@@ -241,59 +312,132 @@ def suggest_for_query(conn: psycopg.Connection, sql: str, *, use_hypopg: bool = 
         raise
 
 
-def _suggest_for_scan(conn, sql, nparams, scan, cost_before, hypo, min_live_rows, queryid) -> IndexSuggestion | None:
-    schema, table = scan.get("Schema", "public"), scan["Relation Name"]
-    row = conn.execute(_TABLE_SQL, (schema, table), prepare=False).fetchone()
-    if row is None or row[1] < min_live_rows:
-        return None
-    preds = parse_filter(scan["Filter"])
-    if not preds:
-        return None
-    existing = [list(r[0]) for r in conn.execute(_BTREE_INDEXES_SQL, (row[0],), prepare=False)]
-    candidates = [c for c in candidate_columns(conn, schema, table, preds, row[1]) if not _covered(c, existing)]
-    if not candidates:
-        return None
-    if not hypo:
-        cols = candidates[0]
-        return IndexSuggestion(schema, table, cols, index_ddl(schema, table, cols), cost_before, None, False, queryid)
-    best: tuple[float, tuple[str, ...]] | None = None
-    for cols in candidates:
-        cost = _hypothetical_cost(conn, sql, nparams, schema, table, cols)
-        # prefer fewer columns unless more columns are clearly cheaper (within 1% counts as a tie)
-        if best is None or cost < best[0] * 0.99 or (cost <= best[0] * 1.01 and len(cols) < len(best[1])):
-            best = (cost, cols)
-    cost_after, cols = best
-    if cost_after > cost_before * (1 - MIN_COST_REDUCTION):
-        log.debug("no index halves the cost of a scan on %s.%s (best %s: %.1f -> %.1f)",
-                  schema, table, cols, cost_before, cost_after)
-        return None
-    return IndexSuggestion(schema, table, cols, index_ddl(schema, table, cols), cost_before, cost_after, True, queryid)
+def _describe_join(conn, scan: _Scan, column: str) -> str:
+    fk = conn.execute(_FOREIGN_KEY_SQL, (scan.oid, column), prepare=False).fetchone()
+    return (f"join key {scan.table}.{column} = {scan.join_keys[column]}"
+            + (f" (foreign key {fk[0]}, no index)" if fk else " (no index)"))
 
 
-def suggest_for_statements(conn: psycopg.Connection, statements: Iterable, *, use_hypopg: bool = True,
-                           limit: int = 20, min_live_rows: int = 10_000) -> list[IndexSuggestion]:
-    """Run suggest_for_query over up to `limit` statements, best first; one suggestion per (table, columns).
+def _suggestion(conn, scan, cand: _Candidate, before, after, verified, queryid, wins=(), loses=()):
+    join = cand.columns[0] in scan.join_keys and not any(p.column == cand.columns[0] for p in scan.preds)
+    return IndexSuggestion(scan.schema, scan.table, cand.columns,
+                           index_ddl(scan.schema, scan.table, cand.columns, where=cand.where), before, after, verified,
+                           queryid, "join" if join else "filter",
+                           _describe_join(conn, scan, cand.columns[0]) if join else "", cand.where,
+                           tuple(wins), tuple(loses))
+
+
+def _suggest_for_scan(conn, plans: planner.Planner, plan: dict, scan: _Scan, hypo: bool,
+                      queryid) -> IndexSuggestion | None:
+    stats = column_stats(conn, scan.schema, scan.table, [p.column for p in scan.preds])
+    skew = find_skew(scan.preds, stats, scan.rows) if hypo else None
+    existing = [list(r[0]) for r in conn.execute(_BTREE_INDEXES_SQL, (scan.oid,), prepare=False)]
+    candidates = _candidates(conn, scan, stats, skew, existing)
+    cost_before = planner.cost(plan)
+    if not hypo:   # unverified: filters only (a join key needs HypoPG to tell whether a nested loop would win)
+        filters = [c for c in candidates if c.where is None and any(p.column == c.columns[0] for p in scan.preds)]
+        return _suggestion(conn, scan, filters[0], cost_before, None, False, queryid) if filters else None
+    probes: list[Probe | None] = [None] + ([skew.common, skew.rare] if skew else [])   # None: generic
+    base = [cost_before] + [planner.cost(plans.plan(p.values)) for p in probes[1:]]
+    results = []   # (candidate, [(cost, used) per probe])
+    for cand in candidates:
+        name = planner.create_hypothetical(conn, index_ddl(scan.schema, scan.table, cand.columns, False, cand.where))
+        try:
+            per_probe = []
+            for p in probes:
+                pl = plans.plan(p.values if p else None)
+                per_probe.append((planner.cost(pl), planner.uses_index(pl, name)))
+        finally:
+            planner.reset_hypothetical(conn)
+        results.append((cand, per_probe))
+        log.debug("%s.%s %s%s: %s", scan.schema, scan.table, cand.columns, f" WHERE {cand.where}" if cand.where else "",
+                  [(round(c, 2), u) for c, u in per_probe])
+
+    def labels(per_probe, winning: bool) -> list[str]:
+        return [p.label for p, b, (c, u) in zip(probes[1:], base[1:], per_probe[1:], strict=True)
+                if _wins(b, c, u) == winning]
+
+    generic = [(per[0][0], cand, per) for cand, per in results if _wins(base[0], *per[0])]
+    if generic:   # cheapest; within 1% counts as a tie: fewer columns, then no predicate
+        low = min(c for c, _, _ in generic)
+        cost, cand, per = min((g for g in generic if g[0] <= low * 1.01),
+                              key=lambda g: (len(g[1].columns), g[1].where is not None, g[0]))
+        if any(g[0] < cost * 0.99 for g in generic):
+            cost, cand, per = min(generic, key=lambda g: g[0])
+        return _suggestion(conn, scan, cand, base[0], cost, True, queryid, labels(per, True), labels(per, False))
+    if skew is not None:
+        rare = [(per[2][0], cand, per) for cand, per in results if _wins(base[2], *per[2])]
+        if rare:   # the smallest index that wins for the rare value: a partial one when it is used
+            low = min(c for c, _, _ in rare)
+            cost, cand, per = min((r for r in rare if r[0] <= low * 1.01),
+                                  key=lambda r: (r[1].where is None, len(r[1].columns), r[0]))
+            return _suggestion(conn, scan, cand, base[2], cost, True, queryid, labels(per, True),
+                               ["any value (generic plan)"] + labels(per, False))
+    log.debug("no index halves the cost of a scan on %s.%s", scan.schema, scan.table)
+    return None
+
+
+# --- many statements ---------------------------------------------------------------------------------------------
+
+def blind_reason(exc: BaseException) -> str:
+    """The reason label for a statement the advisor could not examine, from what suggest_for_query raised."""
+    if isinstance(exc, UnsupportedStatement):
+        return exc.reason
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return PERMISSION_DENIED
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return "lock_timeout"
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return "timeout"
+    return UNPLANNABLE_TEXT if isinstance(exc, psycopg.errors.DatabaseError) else "error"
+
+
+def advise(conn: psycopg.Connection, sql: str, *, use_hypopg: bool = True, min_live_rows: int = 10_000,
+           queryid: int | None = None) -> Advice:
+    """suggest_for_query that returns why a statement was not examined instead of raising for it.
+
+    Timeouts, lock timeouts and lost connections still raise: they are about this moment, not this statement.
+    """
+    try:
+        sql, nparams = plannable(sql)
+        found, rewritten = _examine(conn, sql, nparams, use_hypopg, min_live_rows, queryid)
+        return Advice(found, rewritten=rewritten)
+    except (psycopg.errors.QueryCanceled, psycopg.OperationalError):
+        raise
+    except (UnsupportedStatement, psycopg.errors.DatabaseError) as e:
+        return Advice([], blind_reason(e), str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+
+
+def advise_statements(conn: psycopg.Connection, statements: Iterable, *, use_hypopg: bool = True,
+                      limit: int = 20, min_live_rows: int = 10_000
+                      ) -> tuple[list[IndexSuggestion], list[tuple[int | None, Advice]]]:
+    """advise() over up to `limit` statements: (suggestions best first, one per index; the statements not examined
+    as (queryid, Advice with its reason)).
 
     `statements`: SQL strings, (queryid, sql) pairs, or objects with `.query` and `.queryid`
-    (queries.StatementStat after statement_texts()). Statements that cannot be planned are skipped (logged at debug).
+    (queries.StatementStat after statement_texts()).
     """
     best: dict[tuple, IndexSuggestion] = {}
+    blind: list[tuple[int | None, Advice]] = []
     for item in itertools.islice(statements, limit):
         queryid, sql = _unpack(item)
         if not sql:
             continue
-        try:
-            found = suggest_for_query(conn, sql, use_hypopg=use_hypopg, min_live_rows=min_live_rows, queryid=queryid)
-        except (UnsupportedStatement, psycopg.errors.DatabaseError) as e:
-            if isinstance(e, psycopg.errors.QueryCanceled | psycopg.OperationalError):
-                raise   # timeouts and lost connections are the caller's business, not a bad statement
-            log.debug("skipping statement %s: %s", queryid, str(e).splitlines()[0] if str(e) else type(e).__name__)
-            continue
-        for s in found:
-            key = (s.schemaname, s.relname, s.columns)
+        advice = advise(conn, sql, use_hypopg=use_hypopg, min_live_rows=min_live_rows, queryid=queryid)
+        if advice.reason:
+            log.debug("not examined: statement %s: %s (%s)", queryid, advice.reason, advice.detail)
+            blind.append((queryid, advice))
+        for s in advice.suggestions:
+            key = (s.schemaname, s.relname, s.columns, s.where)
             if key not in best or s.cost_before > best[key].cost_before:
                 best[key] = s
-    return sorted(best.values(), key=lambda s: -(s.cost_before - (s.cost_after or 0.0)))
+    return sorted(best.values(), key=lambda s: -(s.cost_before - (s.cost_after or 0.0))), blind
+
+
+def suggest_for_statements(conn: psycopg.Connection, statements: Iterable, *, use_hypopg: bool = True,
+                           limit: int = 20, min_live_rows: int = 10_000) -> list[IndexSuggestion]:
+    """advise_statements' suggestions only (statements not examined are logged at debug)."""
+    return advise_statements(conn, statements, use_hypopg=use_hypopg, limit=limit, min_live_rows=min_live_rows)[0]
 
 
 def _unpack(item) -> tuple[int | None, str | None]:

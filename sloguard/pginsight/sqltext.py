@@ -5,8 +5,9 @@ import re
 from dataclasses import dataclass
 
 from pglast import ast, parse_sql
-from pglast.enums import A_Expr_Kind, BoolExprType
+from pglast.enums import A_Expr_Kind, BoolExprType, CoercionForm
 from pglast.parser import ParseError
+from pglast.stream import RawStream
 from pglast.visitors import Visitor
 
 _PLANNABLE = (ast.SelectStmt, ast.UpdateStmt, ast.DeleteStmt)
@@ -14,8 +15,20 @@ _EQ_OPS = {"="}
 _RANGE_OPS = {"<", ">", "<=", ">=", "~~", "~~*"}   # ~~ is LIKE as EXPLAIN prints it
 
 
+# Why a statement was not examined (the `reason` of UnsupportedStatement and advisor.Advice): a small fixed set,
+# so a metric can count blind statements by reason.
+NOT_A_QUERY = "not_a_query"              # DDL, several statements, INSERT ...: nothing an index would change
+NO_USER_TABLE = "no_user_table"          # reads catalogue views only (monitoring queries)
+UNPLANNABLE_TEXT = "unplannable_text"    # the text cannot be planned, even rewritten (e.g. `$1 + $2`: unknown types)
+UNDEFINED_OBJECT = "undefined_object"    # a table/column/function this session cannot see (dropped, temporary)
+
+
 class UnsupportedStatement(ValueError):
-    """Not a single SELECT/UPDATE/DELETE on user tables: nothing to plan."""
+    """Not a single SELECT/UPDATE/DELETE on user tables that this session can plan: nothing to advise."""
+
+    def __init__(self, message: str, reason: str = NOT_A_QUERY):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -24,6 +37,7 @@ class Predicate:
     kind: str                    # "eq" (=, IN) or "range" (<, >, LIKE ...)
     literal: str | None          # constant compared with, when the filter has one
     in_list_size: int = 1
+    param: int | None = None     # n of `column = $n` (generic plans print parameters as $n)
 
 
 # --- SQL text ----------------------------------------------------------------------------------------------------
@@ -84,14 +98,61 @@ def plannable(sql: str) -> tuple[str, int]:
     try:
         stmts = parse_sql(sql)
     except ParseError as e:
-        raise UnsupportedStatement(f"cannot parse statement: {e}") from e
+        raise UnsupportedStatement(f"cannot parse statement: {e}", UNPLANNABLE_TEXT) from e
     if len(stmts) != 1 or not isinstance(stmts[0].stmt, _PLANNABLE):
         raise UnsupportedStatement("only a single SELECT, UPDATE or DELETE can be planned")
     found = _ParamsAndTables()
     found(stmts[0])
     if not found.relations or all(_is_catalogue(r) for r in found.relations):
-        raise UnsupportedStatement("reads no user table")   # e.g. a monitoring query: nothing to index
+        # e.g. a monitoring query: nothing to index
+        raise UnsupportedStatement("reads no user table", NO_USER_TABLE)
     return sql, found.max_param
+
+
+class _SqlSyntaxExtract(Visitor):
+    """EXTRACT($1 FROM x) -> pg_catalog.extract($1::text, x): the same function, in a form PostgreSQL accepts."""
+
+    def visit_FuncCall(self, ancestors, node):
+        if (node.funcformat == CoercionForm.COERCE_SQL_SYNTAX and node.funcname[-1].sval == "extract"
+                and node.args and isinstance(node.args[0], ast.ParamRef)):
+            text = ast.TypeName(names=(ast.String(sval="text"),), typemod=-1)
+            node.args = (ast.TypeCast(arg=node.args[0], typeName=text), *node.args[1:])
+            node.funcformat = CoercionForm.COERCE_EXPLICIT_CALL
+
+
+def normalized_to_sql(sql: str) -> str:
+    """pg_stat_statements text -> SQL PostgreSQL can PREPARE, with the same parameters.
+
+    Normalization replaces the literal of a typed constant (`interval '5 min'`, `timestamp '...'`) or EXTRACT's
+    field by `$n`, which PostgreSQL's grammar rejects; pglast (libpg_query) accepts those forms, so its
+    re-printed tree is valid SQL: `CAST($2 AS interval)`, `pg_catalog.extract(CAST($1 AS text), x)`.
+    """
+    try:
+        tree = parse_sql(sql)
+    except ParseError as e:
+        raise UnsupportedStatement(f"cannot parse statement: {e}", UNPLANNABLE_TEXT) from e
+    _SqlSyntaxExtract()(tree)
+    return RawStream()(tree)
+
+
+def inline_values(sql: str, values: dict[int, str]) -> str:
+    """Replace parameters $n by quoted literals (untyped, so they take the parameter's type from context)."""
+    if not values:
+        return sql
+    found = []
+
+    class _Params(Visitor):
+        def visit_ParamRef(self, ancestors, node):
+            if node.number in values:
+                found.append((node.location, node.number))
+
+    _Params()(parse_sql(sql))
+    raw = sql.encode("utf-8")   # pglast locations are byte offsets
+    for loc, n in sorted(found, reverse=True):
+        token = f"${n}".encode()
+        if raw[loc:loc + len(token)] == token:
+            raw = raw[:loc] + ("'" + values[n].replace("'", "''") + "'").encode("utf-8") + raw[loc + len(token):]
+    return raw.decode("utf-8")
 
 
 # --- filters -----------------------------------------------------------------------------------------------------
@@ -135,10 +196,37 @@ def _literal(node) -> str | None:
     return None
 
 
+class _ColumnsOrSubqueries(Visitor):
+    def __init__(self):
+        super().__init__()
+        self.found = False
+
+    def visit_ColumnRef(self, ancestors, node):
+        self.found = True
+
+    def visit_SubLink(self, ancestors, node):
+        self.found = True
+
+
 def _is_value(node) -> bool:
+    """A constant, a parameter or an expression of them (`now() - interval '1 day'`, CURRENT_DATE): one value per
+    execution, so `column > value` can use a btree. EXPLAIN prints only stable or immutable expressions in a Filter
+    that reads other tables' columns as column references, so "no column, no subquery" is the test."""
     while isinstance(node, ast.TypeCast):
         node = node.arg
-    return isinstance(node, ast.A_Const | ast.ParamRef)
+    if isinstance(node, ast.A_Const | ast.ParamRef | ast.SQLValueFunction):
+        return True
+    if not isinstance(node, ast.FuncCall | ast.A_Expr):
+        return False
+    found = _ColumnsOrSubqueries()
+    found(node)
+    return not found.found
+
+
+def _param(node) -> int | None:
+    while isinstance(node, ast.TypeCast):
+        node = node.arg
+    return node.number if isinstance(node, ast.ParamRef) else None
 
 
 def _predicate(node) -> Predicate | None:
@@ -166,7 +254,36 @@ def _predicate(node) -> Predicate | None:
         lit = _literal(right)
         if lit is not None and lit.startswith(("%", "_")):
             return None   # a leading wildcard cannot use a btree
-    return Predicate(col, kind, _literal(right if _column(left) else left))
+    value = right if _column(left) else left
+    return Predicate(col, kind, _literal(value), param=_param(value))
+
+
+# --- join conditions ---------------------------------------------------------------------------------------------
+
+def join_pairs(expr: str) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    """((alias, column), (alias, column)) of each top-level `a.x = b.y` in a Hash/Merge Cond, Join Filter or Filter
+    (EXPLAIN VERBOSE qualifies every column with its range-table alias)."""
+    try:
+        where = parse_sql(f"SELECT 1 WHERE {expr}")[0].stmt.whereClause
+    except ParseError:
+        return []
+    pairs = []
+    for node in _flatten_and(where):
+        if not (isinstance(node, ast.A_Expr) and node.kind == A_Expr_Kind.AEXPR_OP and node.name[-1].sval == "="):
+            continue
+        sides = [_qualified_column(node.lexpr), _qualified_column(node.rexpr)]
+        if sides[0] and sides[1] and sides[0][0] != sides[1][0]:
+            pairs.append((sides[0], sides[1]))
+    return pairs
+
+
+def _qualified_column(node) -> tuple[str, str] | None:
+    while isinstance(node, ast.TypeCast):
+        node = node.arg
+    if isinstance(node, ast.ColumnRef) and len(node.fields) >= 2 and all(isinstance(f, ast.String)
+                                                                          for f in node.fields[-2:]):
+        return node.fields[-2].sval, node.fields[-1].sval
+    return None
 
 
 
