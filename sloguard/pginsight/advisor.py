@@ -229,12 +229,14 @@ class _Scan:
 
 def _scans(conn, plan: dict, min_live_rows: int) -> list[_Scan]:
     nodes = list(planner.walk(plan["Plan"]))
-    keys: dict[str, dict[str, str]] = {}   # alias -> {column: other side}
+    relation = {n["Alias"]: n["Relation Name"] for n in nodes if n.get("Alias") and n.get("Relation Name")}
+    keys: dict[str, dict[str, str]] = {}   # alias -> {column: the other side, "table.column"}
     for node in nodes:
-        for field in ("Hash Cond", "Merge Cond", "Join Filter", "Filter"):
+        # an Index Cond too: a nested loop whose outer side is the big table probes the small one by index
+        for field in ("Hash Cond", "Merge Cond", "Join Filter", "Filter", "Index Cond"):
             for (a1, c1), (a2, c2) in join_pairs(node[field]) if node.get(field) else ():
-                keys.setdefault(a1, {}).setdefault(c1, f"{a2}.{c2}")
-                keys.setdefault(a2, {}).setdefault(c2, f"{a1}.{c1}")
+                keys.setdefault(a1, {}).setdefault(c1, f"{relation.get(a2, a2)}.{c2}")
+                keys.setdefault(a2, {}).setdefault(c2, f"{relation.get(a1, a1)}.{c1}")
     out, seen = [], set()
     for node in nodes:
         if node.get("Node Type") != "Seq Scan":

@@ -23,7 +23,7 @@ STATEMENT_NAME = "sloguard_advisor"   # one fixed name: every EXPLAIN EXECUTE is
 _UNDEFINED = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn, psycopg.errors.InvalidSchemaName,
               psycopg.errors.UndefinedObject)
 # errors about the text itself (syntax, types) rather than the database: no retry will change them
-_TEXT_ERRORS = (psycopg.errors.SyntaxErrorOrAccessRuleViolation, psycopg.errors.DataException)
+_TEXT_ERRORS = (psycopg.ProgrammingError, psycopg.DataError)
 _PARAM_TYPE = re.compile(r"parameter \$(\d+)")
 
 
