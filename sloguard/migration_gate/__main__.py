@@ -24,11 +24,15 @@ def _fix_lines(v) -> list[str]:
             continue
         after = f"{s.cost_after:,.2f}" if s.cost_after is not None else "?"
         how = "HypoPG-verified" if s.verified else "unverified"
-        lines.append(f"        fix ({how}, plan cost {s.cost_before:,.2f} -> {after}):")
-        lines += [f"          {sql}" for sql in advisor.safe_build_statements(s.schemaname, s.relname,
-                                                                            tuple(s.columns))]
+        what = f"; {s.detail}" if s.detail else ""
+        lines.append(f"        fix ({how}, plan cost {s.cost_before:,.2f} -> {after}{what}):")
+        if s.wins_for or s.not_for:
+            lines.append(f"          wins for {', '.join(s.wins_for) or 'any value'}"
+                         + (f"; not for {', '.join(s.not_for)}" if s.not_for else ""))
+        lines += [f"          {sql}" for sql in advisor.build_statements(s)]
     if not lines and v.large_seq_scans:
-        lines.append("        no single-column index found that removes the seq scan: review the query")
+        lines.append("        no index removes the seq scan (HypoPG tried its filter columns and join keys): "
+                     "review the query")
     return lines
 
 

@@ -65,13 +65,21 @@ def _apply_file(cluster: TempCluster, path: str) -> str | None:
     return None if proc.returncode == 0 else proc.stderr.strip()
 
 
-def _tables_exist(conn, plan: SeedPlan) -> bool:
+def _missing_seed_targets(conn, plan: SeedPlan) -> list[str]:
+    """The declared tables and columns the schema does not have yet, as seed-file fields."""
+    missing = []
     with conn.cursor() as cur:
         for t in plan.tables:
             cur.execute("SELECT to_regclass(%s)", (t.name,))
-            if cur.fetchone()[0] is None:
-                return False
-    return True
+            oid = cur.fetchone()[0]
+            if oid is None:
+                missing.append(f"tables.{t.name}")
+                continue
+            cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+                        "AND NOT attisdropped", (t.name,))
+            have = {r[0] for r in cur.fetchall()}
+            missing += [f"tables.{t.name}.columns.{c}" for c in t.columns if c not in have]
+    return missing
 
 
 def _record_migration(conn, version: str) -> None:
@@ -82,7 +90,9 @@ def _record_migration(conn, version: str) -> None:
 
 
 def apply_and_seed(cluster: TempCluster, files: list[str], plan: SeedPlan, scale: float, result: GateResult) -> None:
-    """Seed as soon as the declared tables exist, so later migrations run against production-sized tables."""
+    """Seed as soon as every declared table and column exists: a column added by a later migration is seeded
+    (seeding waits for that migration), and the migrations after that point run against production-sized tables."""
+    missing: list[str] = []
     seeded = False
     with psycopg.connect(cluster.dsn(GATE_DB), autocommit=True) as conn:
         for path in files:
@@ -91,14 +101,14 @@ def apply_and_seed(cluster: TempCluster, files: list[str], plan: SeedPlan, scale
                 result.migration_error = f"{path}: failed to apply: {err}"
                 return
             _record_migration(conn, os.path.basename(path).removesuffix(".sql"))
-            if not seeded and _tables_exist(conn, plan):
+            if not seeded and not (missing := _missing_seed_targets(conn, plan)):
                 for stmt in seed_statements(plan, scale):
                     conn.execute(stmt)
                 seeded = True
         if not seeded:
-            missing = ", ".join(t.name for t in plan.tables)
-            raise GateInputError(f"{plan.path}: tables: not all of {missing} exist after the migrations. "
-                                 f"Fix: declare only tables the migrations create")
+            raise GateInputError(f"{plan.path}: {', '.join(missing)}: not created by any migration "
+                                 f"(checked after all {len(files)}). Fix: declare only tables and columns the "
+                                 f"migrations create, or add the migration that creates them")
         conn.execute("ANALYZE")
 
 
