@@ -10,6 +10,7 @@ import pytest
 from sloguard import scenario_data
 from sloguard.pginsight import advisor, queries
 from sloguard.pginsight.advisor import UnsupportedStatement, suggest_for_query, suggest_for_statements
+from tests.advisor_support import leftovers
 
 USERS = 200_000
 LOGIN_NORMALISED = "SELECT * FROM users WHERE email = $1 AND status = $2"   # as pg_stat_statements stores it
@@ -27,12 +28,6 @@ def app_db(pg_cluster):
 def conn(app_db):
     with psycopg.connect(app_db, autocommit=True) as c:
         yield c
-
-
-def _leftovers(conn) -> tuple[list, list]:
-    prepared = conn.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'sloguard_advisor_%'").fetchall()
-    hypo = conn.execute("SELECT * FROM hypopg_list_indexes").fetchall()
-    return prepared, hypo
 
 
 @pytest.mark.parametrize("sql", [scenario_data.LOGIN_QUERY, LOGIN_NORMALISED,
@@ -57,7 +52,7 @@ def test_status_index_would_not_help_measured_with_hypopg(conn):
         email_cost = advisor._hypothetical_cost(conn, sql, nparams, "public", "users", ("email",))
     assert status_cost > before * 0.5          # not a fix: would be rejected by the 50% rule
     assert email_cost < before * 0.01          # the real fix: two orders of magnitude cheaper
-    assert _leftovers(conn) == ([], [])
+    assert leftovers(conn) == ([], [])
 
 
 def test_without_hypopg_unverified_candidate_chosen_by_selectivity(conn):
@@ -112,7 +107,7 @@ def test_read_only_and_clean_after_errors(conn):
     before = conn.execute("SELECT count(*) FROM users WHERE status = 'gone'").fetchone()[0]
     suggest_for_query(conn, "UPDATE users SET status = 'gone' WHERE email = $1")
     assert conn.execute("SELECT count(*) FROM users WHERE status = 'gone'").fetchone()[0] == before == 0
-    assert _leftovers(conn) == ([], [])
+    assert leftovers(conn) == ([], [])
     # after a failure mid-way, the next call works (the fixed statement name was swept)
     assert [s.columns for s in suggest_for_query(conn, LOGIN_NORMALISED)] == [("email",)]
 
@@ -133,7 +128,7 @@ def test_suggest_for_statements_dedupes_and_skips(conn):
     assert sorted((s.relname, s.columns) for s in found) == [("orders", ("user_id",)), ("users", ("email",))]
     assert {s.queryid for s in found} <= {11, 13, 14}
     assert suggest_for_statements(conn, stmts, limit=1)[0].columns == ("email",)
-    assert _leftovers(conn) == ([], [])
+    assert leftovers(conn) == ([], [])
 
 
 def test_statement_stats_feed_the_advisor(conn):

@@ -11,6 +11,7 @@ import pytest
 
 from sloguard.pginsight import advisor
 from sloguard.pginsight.advisor import UnsupportedStatement, advise, advise_statements, suggest_for_query
+from tests.advisor_support import leftovers
 
 SCHEMA = """
 CREATE EXTENSION hypopg;
@@ -61,11 +62,6 @@ def conn(shop_db):
         yield c
 
 
-def _leftovers(conn) -> tuple[list, list]:
-    prepared = conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
-    return prepared, conn.execute("SELECT * FROM hypopg_list_indexes").fetchall()
-
-
 def _show(found):
     for s in found:
         print(f"  {s.relname}{s.columns} where={s.where} kind={s.kind} {s.cost_before:.2f} -> {s.cost_after:.2f} "
@@ -103,7 +99,7 @@ def test_foreign_key_join_gets_the_join_key_index(conn, case, join_method):
     assert s.verified and s.cost_after <= 0.5 * s.cost_before
     assert s.detail == f"join key {table}.{column} = {other} (foreign key {fk}, no index)"
     assert s.ddl == f"CREATE INDEX CONCURRENTLY {table}_{column}_idx ON public.{table} ({column})"
-    assert _leftovers(conn) == ([], [])
+    assert leftovers(conn) == ([], [])
 
 
 def test_join_key_with_an_index_is_left_alone(conn):
@@ -160,7 +156,7 @@ def test_unplannable_normalized_text_is_planned_after_rewrite(conn, sql, fragmen
     _show(advice.suggestions)
     assert advice.reason is None and advice.rewritten
     assert [(s.relname, s.columns[0]) for s in advice.suggestions] == [("events", "device_id")]
-    assert _leftovers(conn) == ([], [])
+    assert leftovers(conn) == ([], [])
 
 
 def test_statements_that_cannot_be_planned_are_reported_with_a_reason(shop_db, conn):
@@ -184,7 +180,7 @@ def test_statements_that_cannot_be_planned_are_reported_with_a_reason(shop_db, c
     with pytest.raises(UnsupportedStatement) as info:   # what the exporter sees: cached like any unsupported text
         suggest_for_query(conn, statements[0][1])
     assert info.value.reason == advisor.UNPLANNABLE_TEXT
-    assert _leftovers(conn) == ([], [])
+    assert leftovers(conn) == ([], [])
 
 
 def test_skewed_status_partial_index_for_the_rare_value_only(conn):
@@ -216,3 +212,40 @@ def test_skewed_tenant_index_wins_for_small_tenants_not_the_big_one(conn):
     s = found[0]
     assert len(s.wins_for) == 1 and s.wins_for[0].startswith("tenant_id = '") and "'1'" not in s.wins_for[0]
     assert len(s.not_for) == 1 and re.fullmatch(r"tenant_id = '1' \(\d\d\.\d\d% of rows\)", s.not_for[0])
+
+
+def test_exporter_plans_normalized_texts_once_and_caches_what_it_cannot(shop_db, conn, monkeypatch):
+    """In the exporter: the `interval $2` statement gets its index evidence, and neither it nor a truly unplannable
+    statement is planned again on the next scrapes (before, both failed at DEBUG and were retried every scrape)."""
+    from exporters.pg_exporter.base import ExporterOptions
+    from exporters.pg_exporter.connection import Database
+    from exporters.pg_exporter.exposition import render
+    from exporters.pg_exporter.health import build_registry
+    from sloguard import names
+    from tests.exporter_support import parse
+
+    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    conn.execute("SELECT pg_stat_statements_reset()")
+    for i in range(3):
+        conn.execute(f"SELECT * FROM events WHERE device_id = {i} AND created_at > now() - interval '5 minutes'")
+        conn.execute(f"SELECT id FROM shipments WHERE weight_g > {i} + 100")
+    ids = dict(conn.execute("SELECT CASE WHEN query LIKE '%events%' THEN 'window' ELSE 'sum' END, queryid "
+                            "FROM pg_stat_statements WHERE query LIKE '%events%interval%' "
+                            "OR query LIKE '%shipments%weight_g%'").fetchall())
+    planned: list[int] = []
+    real = advisor.suggest_for_query
+    monkeypatch.setattr(advisor, "suggest_for_query", lambda *a, **kw: planned.append(kw["queryid"]) or real(*a, **kw))
+    db = Database(shop_db)
+    opts = ExporterOptions(missing_index_min_mean_ms=0, missing_index_min_calls=3, missing_index_recheck_seconds=3600,
+                           missing_index_per_scrape=10, missing_index_statements=10)
+    registry, _ = build_registry(db, opts)
+    try:
+        scrapes = [parse(render(registry).decode()) for _ in range(3)]
+    finally:
+        db.close()
+    assert planned.count(ids["window"]) == 1 and planned.count(ids["sum"]) == 1, (planned, ids)
+    for samples in scrapes:
+        evidence = {(s.labels["queryid"], s.labels["relname"], s.labels["columns"]) for s in samples
+                    if s.name == names.MISSING_INDEX}
+        assert (str(ids["window"]), "events", "device_id") in {(q, r, c.split(",")[0]) for q, r, c in evidence}
+        assert not any(q == str(ids["sum"]) for q, _, _ in evidence)
