@@ -11,6 +11,7 @@ import pytest
 
 from sloguard.pginsight import advisor
 from sloguard.pginsight.advisor import UnsupportedStatement, advise, advise_statements, suggest_for_query
+from sloguard.pginsight.sqltext import inline_values
 from tests.advisor_support import leftovers
 
 SCHEMA = """
@@ -249,3 +250,10 @@ def test_exporter_plans_normalized_texts_once_and_caches_what_it_cannot(shop_db,
                     if s.name == names.MISSING_INDEX}
         assert (str(ids["window"]), "events", "device_id") in {(q, r, c.split(",")[0]) for q, r, c in evidence}
         assert not any(q == str(ids["sum"]) for q, _, _ in evidence)
+
+
+def test_inlined_values_land_on_the_right_parameter():
+    """Probe values replace exactly $n (not $10), after non-ASCII text, quoted; other parameters stay generic."""
+    sql = "SELECT * FROM jobs WHERE payload = 'éé€' AND status = $1 AND id = $10 AND $1 <> ''"
+    assert inline_values(sql, {1: "it's"}) == (
+        "SELECT * FROM jobs WHERE payload = 'éé€' AND status = 'it''s' AND id = $10 AND 'it''s' <> ''")

@@ -132,7 +132,10 @@ def normalized_to_sql(sql: str) -> str:
     except ParseError as e:
         raise UnsupportedStatement(f"cannot parse statement: {e}", UNPLANNABLE_TEXT) from e
     _SqlSyntaxExtract()(tree)
-    return RawStream()(tree)
+    try:
+        return RawStream()(tree)
+    except Exception as e:   # pglast cannot print every node: then the text stays unplannable
+        raise UnsupportedStatement(f"cannot re-print statement: {e}", UNPLANNABLE_TEXT) from e
 
 
 def inline_values(sql: str, values: dict[int, str]) -> str:
@@ -147,12 +150,12 @@ def inline_values(sql: str, values: dict[int, str]) -> str:
                 found.append((node.location, node.number))
 
     _Params()(parse_sql(sql))
-    raw = sql.encode("utf-8")   # pglast locations are byte offsets
-    for loc, n in sorted(found, reverse=True):
-        token = f"${n}".encode()
-        if raw[loc:loc + len(token)] == token:
-            raw = raw[:loc] + ("'" + values[n].replace("'", "''") + "'").encode("utf-8") + raw[loc + len(token):]
-    return raw.decode("utf-8")
+    for loc, n in sorted(found, reverse=True):   # pglast locations are character offsets into `sql`
+        token = f"${n}"
+        if sql[loc:loc + len(token)] != token:
+            raise UnsupportedStatement(f"parameter ${n} not found where the parser put it", UNPLANNABLE_TEXT)
+        sql = sql[:loc] + "'" + values[n].replace("'", "''") + "'" + sql[loc + len(token):]
+    return sql
 
 
 # --- filters -----------------------------------------------------------------------------------------------------
