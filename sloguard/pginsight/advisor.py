@@ -364,8 +364,6 @@ def _suggest_for_scan(conn, plans: planner.Planner, plan: dict, scan: _Scan, hyp
         low = min(c for c, _, _ in generic)
         cost, cand, per = min((g for g in generic if g[0] <= low * 1.01),
                               key=lambda g: (len(g[1].columns), g[1].where is not None, g[0]))
-        if any(g[0] < cost * 0.99 for g in generic):
-            cost, cand, per = min(generic, key=lambda g: g[0])
         return _suggestion(conn, scan, cand, base[0], cost, True, queryid, labels(per, True), labels(per, False))
     if skew is not None:
         rare = [(per[2][0], cand, per) for cand, per in results if _wins(base[2], *per[2])]

@@ -212,9 +212,9 @@ class _ColumnsOrSubqueries(Visitor):
 
 
 def _is_value(node) -> bool:
-    """A constant, a parameter or an expression of them (`now() - interval '1 day'`, CURRENT_DATE): one value per
-    execution, so `column > value` can use a btree. EXPLAIN prints only stable or immutable expressions in a Filter
-    that reads other tables' columns as column references, so "no column, no subquery" is the test."""
+    """A constant, a parameter, or an expression without columns or subqueries (`now() - interval '1 day'`,
+    CURRENT_DATE): one value per execution when it is stable, so `column > value` can lead a btree scan. A volatile
+    one (random(), clock_timestamp()) cannot; HypoPG then shows the index unused and the candidate is dropped."""
     while isinstance(node, ast.TypeCast):
         node = node.arg
     if isinstance(node, ast.A_Const | ast.ParamRef | ast.SQLValueFunction):
