@@ -259,3 +259,24 @@ def test_inlined_values_land_on_the_right_parameter():
     sql = "SELECT * FROM jobs WHERE payload = 'éé€' AND status = $1 AND id = $10 AND $1 <> ''"
     assert inline_values(sql, {1: "it's"}) == (
         "SELECT * FROM jobs WHERE payload = 'éé€' AND status = 'it''s' AND id = $10 AND 'it''s' <> ''")
+
+
+def test_monitoring_role_without_select_is_told_apart_from_no_suggestion(pg_cluster, shop_db, conn):
+    """pg_monitor alone cannot EXPLAIN user tables: the advice says so (permission_denied), and after the GRANT the
+    next call examines the statement (the advisor keeps no negative cache of its own)."""
+    conn.execute("DROP ROLE IF EXISTS advisor_monitor")
+    conn.execute("CREATE ROLE advisor_monitor LOGIN PASSWORD 'advisor-monitor-pw' IN ROLE pg_monitor")
+    sql = "SELECT id FROM jobs WHERE status = 'failed'"
+    try:
+        dsn = pg_cluster.dsn("advisor_shapes", user="advisor_monitor", password="advisor-monitor-pw")
+        with psycopg.connect(dsn, autocommit=True) as monitor:
+            before = advise(monitor, sql)
+            conn.execute("GRANT SELECT ON jobs TO advisor_monitor")
+            after = advise(monitor, sql)
+            assert monitor.execute("SELECT name FROM pg_prepared_statements").fetchall() == []
+    finally:
+        conn.execute("REVOKE ALL ON jobs FROM advisor_monitor")
+        conn.execute("DROP ROLE advisor_monitor")
+    assert (before.reason, before.suggestions) == (advisor.PERMISSION_DENIED, [])
+    assert "permission denied for table jobs" in before.detail
+    assert after.reason is None and [(s.relname, s.columns) for s in after.suggestions] == [("jobs", ("status",))]
