@@ -332,15 +332,20 @@ def _suggestion(conn, scan, cand: _Candidate, before, after, verified, queryid, 
 def _suggest_for_scan(conn, plans: planner.Planner, plan: dict, scan: _Scan, hypo: bool,
                       queryid) -> IndexSuggestion | None:
     stats = column_stats(conn, scan.schema, scan.table, [p.column for p in scan.preds])
+    cost_before = planner.cost(plan)
     skew = find_skew(scan.preds, stats, scan.rows) if hypo else None
+    probes: list[Probe | None] = [None] + ([skew.common, skew.rare] if skew else [])   # None: generic
+    try:
+        base = [cost_before] + [planner.cost(plans.plan(p.values)) for p in probes[1:]]
+    except (psycopg.DataError, psycopg.ProgrammingError) as e:   # a pg_stats value that is no valid literal here
+        log.debug("generic plans only for %s.%s: %s", scan.schema, scan.table, str(e).strip().splitlines()[:1])
+        _quietly(conn, f"DEALLOCATE {STATEMENT_NAME}")
+        skew, probes, base = None, [None], [cost_before]
     existing = [list(r[0]) for r in conn.execute(_BTREE_INDEXES_SQL, (scan.oid,), prepare=False)]
     candidates = _candidates(conn, scan, stats, skew, existing)
-    cost_before = planner.cost(plan)
     if not hypo:   # unverified: filters only (a join key needs HypoPG to tell whether a nested loop would win)
         filters = [c for c in candidates if c.where is None and any(p.column == c.columns[0] for p in scan.preds)]
         return _suggestion(conn, scan, filters[0], cost_before, None, False, queryid) if filters else None
-    probes: list[Probe | None] = [None] + ([skew.common, skew.rare] if skew else [])   # None: generic
-    base = [cost_before] + [planner.cost(plans.plan(p.values)) for p in probes[1:]]
     results = []   # (candidate, [(cost, used) per probe])
     for cand in candidates:
         name = planner.create_hypothetical(conn, index_ddl(scan.schema, scan.table, cand.columns, False, cand.where))
