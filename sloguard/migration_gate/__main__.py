@@ -26,9 +26,6 @@ def _fix_lines(v) -> list[str]:
         how = "HypoPG-verified" if s.verified else "unverified"
         what = f"; {s.detail}" if s.detail else ""
         lines.append(f"        fix ({how}, plan cost {s.cost_before:,.2f} -> {after}{what}):")
-        if s.wins_for or s.not_for:
-            lines.append(f"          wins for {', '.join(s.wins_for) or 'any value'}"
-                         + (f"; not for {', '.join(s.not_for)}" if s.not_for else ""))
         lines += [f"          {sql}" for sql in advisor.build_statements(s)]
     if not lines and v.large_seq_scans:
         lines.append("        no index removes the seq scan (HypoPG tried its filter columns and join keys): "
