@@ -352,7 +352,7 @@ def _suggest_for_scan(conn, plans: planner.Planner, plan: dict, scan: _Scan, hyp
         try:
             per_probe = []
             for p in probes:
-                pl = plans.plan(p.values if p else None)
+                pl = plans.plan(p.values if p else None, savepoint=False)
                 per_probe.append((planner.cost(pl), planner.uses_index(pl, name)))
         finally:
             planner.reset_hypothetical(conn)
