@@ -235,9 +235,9 @@ def test_exporter_plans_normalized_texts_once_and_caches_what_it_cannot(shop_db,
     ids = dict(conn.execute("SELECT CASE WHEN query LIKE '%events%' THEN 'window' ELSE 'sum' END, queryid "
                             "FROM pg_stat_statements WHERE query LIKE '%events%interval%' "
                             "OR query LIKE '%shipments%weight_g%'").fetchall())
-    planned: list[int] = []
-    real = advisor.suggest_for_query
-    monkeypatch.setattr(advisor, "suggest_for_query", lambda *a, **kw: planned.append(kw["queryid"]) or real(*a, **kw))
+    planned: list[int] = []   # queryids the advisor planned (suggest_for_query and advise both go through _examine)
+    real = advisor._examine
+    monkeypatch.setattr(advisor, "_examine", lambda *a: planned.append(a[-1]) or real(*a))
     db = Database(shop_db)
     opts = ExporterOptions(missing_index_min_mean_ms=0, missing_index_min_calls=3, missing_index_recheck_seconds=3600,
                            missing_index_per_scrape=10, missing_index_statements=10)
