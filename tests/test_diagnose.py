@@ -20,6 +20,7 @@ from sloguard.diagnose.collect import collect, connect
 from sloguard.diagnose.rank import rank
 from sloguard.diagnose.thresholds import Thresholds
 from sloguard.pgcluster import free_port
+from tests.conftest import API_SPEC
 
 SCENARIO_DB = "diag_scenario"
 LOGIN_CALLS = 60
@@ -115,7 +116,7 @@ def test_diagnose_changes_nothing_and_leaves_no_hypothetical_index(repo_root, sc
     before = _catalog_snapshot(scenario_dsn)
     conn = connect(scenario_dsn)
     try:
-        db, _prom, findings, _notes = diagnose(conn, "scenario", spec=os.path.join(repo_root, "slo.yaml"))
+        db, _prom, findings, _notes = diagnose(conn, "scenario", spec=API_SPEC)
         assert any(f.kind == "missing_index" for f in findings)   # HypoPG was really used on this connection
         assert conn.execute("SELECT count(*) FROM hypopg_list_indexes").fetchone()[0] == 0
         assert conn.execute("SHOW transaction_read_only").fetchone()[0] == "on"
@@ -194,7 +195,7 @@ def test_lock_wait_shows_the_blocking_chain(repo_root, pg_cluster, scratch_db):
         time.sleep(1.1)   # waits under a second are reported as context only
         conn = connect(dsn)
         try:
-            db, _prom, findings, _notes = diagnose(conn, "locks", spec=os.path.join(repo_root, "slo.yaml"))
+            db, _prom, findings, _notes = diagnose(conn, "locks", spec=API_SPEC)
         finally:
             conn.close()
         locks = [f for f in findings if f.kind == "lock_wait"]
@@ -204,7 +205,7 @@ def test_lock_wait_shows_the_blocking_chain(repo_root, pg_cluster, scratch_db):
         assert locks[0].data["blocking_pids"] == [holder_pid]
         assert f"blocked by {holder_pid} (postgres" in locks[0].detail
         assert f"pg_terminate_backend({holder_pid})" in locks[0].action
-        # the holder has been in its transaction the whole time: a long transaction too (threshold from slo.yaml)
+        # the holder has been in its transaction the whole time: a long transaction too (threshold from the test-owned API spec)
     finally:
         holder.rollback()
         holder.close()

@@ -22,6 +22,7 @@ from sloguard.spec.loader import (
     service_name,
     slo_name,
 )
+from sloguard.spec.yamlnodes import render_path
 
 SLOTH_PERIOD = "30d"   # Sloth's --default-slo-period
 WINDOW_RE = re.compile(r"\{\{\s*\.window\s*\}\}")
@@ -148,7 +149,7 @@ def _alerting(r: Reader, value, path: tuple, notes: list[str]) -> None:
                    "disabled", "remove disable: true (route the alert to a null receiver in Alertmanager instead)")
     unused = [k for k in ("name", "labels", "annotations", "page_alert", "ticket_alert") if a.get(k)]
     if unused:
-        notes.append(f"{r.file}: {'.'.join(map(str, path))}: {', '.join(unused)} not used: sloguard names its "
+        notes.append(f"{r.file}: {render_path(path)}: {', '.join(unused)} not used: sloguard names its "
                      "burn-rate alerts <Slo>ErrorBudgetBurn with severity critical (page) and warning (ticket)")
 
 
