@@ -41,8 +41,12 @@ bench-exporter: $(STAMP)  ## our exporter vs Debian's prometheus-postgres-export
 bench-diagnose: $(STAMP)  ## diagnose on the scenario's 2.5M users
 	$(PY) -m bench.diagnose_bench $(ARGS)
 
+# make turns any failing recipe into its own exit 2: say which code diagnose gave (1 findings, 2 could not run).
+# Scripts that branch on the code run .venv/bin/sloguard-diagnose directly.
 diagnose: $(STAMP)  ## DSN from PG_DSN / --dsn; see README
-	$(PY) -m sloguard.diagnose $(ARGS)
+	@$(PY) -m sloguard.diagnose $(ARGS) || { code=$$?; \
+	  echo "diagnose exited $$code ($$( [ $$code = 1 ] && echo 'findings above' || echo 'could not run')); for the exit code itself run .venv/bin/sloguard-diagnose" >&2; \
+	  exit $$code; }
 
 check-migrations: $(STAMP)  ## squawk lint + query-plan gate on a throwaway PostgreSQL
 	$(PY) -m sloguard.migration_gate $(ARGS)

@@ -27,7 +27,8 @@ LOGIN_CALLS = 60
 
 
 def _run(repo_root: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sloguard.diagnose", *args], cwd=repo_root, capture_output=True,
+    # thresholds from the test-owned API spec, not from whatever the user's slo.yaml says
+    return subprocess.run([sys.executable, "-m", "sloguard.diagnose", "--spec", API_SPEC, *args], cwd=repo_root, capture_output=True,
                           text=True, timeout=120, env={**os.environ, **(env or {})})
 
 
@@ -349,3 +350,28 @@ def test_statement_slow_now_is_found_despite_a_cheap_history(pg_cluster, scratch
                    for f in rank(cumulative, None, th))
     # >=: the advisor's EXPLAIN of it in the first pass is a nested entry with the same queryid
     assert cumulative.recent == {} and login(cumulative).calls >= 3030
+
+
+def test_help_lists_the_exit_codes(repo_root):
+    proc = _run(repo_root, "--help")
+    assert proc.returncode == 0
+    for line in ("0  healthy", "1  findings", "2  could not run", ".venv/bin/sloguard-diagnose"):
+        assert line in proc.stdout, proc.stdout
+
+
+def _make_diagnose(repo_root: str, args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PG_DSN", "MAKEFLAGS", "MAKELEVEL")}
+    return subprocess.run(["make", "-s", "diagnose", f"ARGS=--spec {API_SPEC} {args}"], cwd=repo_root, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_make_diagnose_says_which_code_diagnose_gave(repo_root, scenario_dsn):
+    """make exits 2 for any failure; the target names diagnose's own code, and the console script keeps it."""
+    findings = _make_diagnose(repo_root, f"--dsn '{scenario_dsn}'")
+    assert findings.returncode == 2 and "diagnose exited 1 (findings above)" in findings.stderr, findings.stderr
+    no_dsn = _make_diagnose(repo_root, "")
+    assert no_dsn.returncode == 2 and "diagnose exited 2 (could not run)" in no_dsn.stderr, no_dsn.stderr
+    script = os.path.join(repo_root, ".venv", "bin", "sloguard-diagnose")
+    direct = subprocess.run([script, "--spec", API_SPEC, "--dsn", scenario_dsn], capture_output=True, text=True,
+                            timeout=120)
+    assert direct.returncode == 1, direct.stderr
