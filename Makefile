@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 ARGS ?=
 
-.PHONY: all venv generate check-generated lint test bench bench-exporter bench-diagnose diagnose check-migrations simulate exporter clean
+.PHONY: all venv generate check-generated lint test bench bench-exporter bench-diagnose diagnose check-live check-migrations simulate exporter clean
 
 all: generate
 
@@ -47,6 +47,10 @@ diagnose: $(STAMP)  ## DSN from PG_DSN / --dsn; see README
 	@$(PY) -m sloguard.diagnose $(ARGS) || { code=$$?; \
 	  echo "diagnose exited $$code ($$( [ $$code = 1 ] && echo 'findings above' || echo 'could not run')); for the exit code itself run .venv/bin/sloguard-diagnose" >&2; \
 	  exit $$code; }
+
+PROMETHEUS ?=
+check-live: $(STAMP)  ## the spec against a live Prometheus: make check-live PROMETHEUS=http://host:9090 [ARGS=--spec ...]
+	$(PY) -m sloguard.checklive --prometheus "$(PROMETHEUS)" $(ARGS)
 
 check-migrations: $(STAMP)  ## squawk lint + query-plan gate on a throwaway PostgreSQL
 	$(PY) -m sloguard.migration_gate $(ARGS)

@@ -14,7 +14,7 @@ import os
 import sys
 
 from sloguard.outputs import FleetError, render_all
-from sloguard.spec import SpecError, load_defaults, load_specs, spec_files
+from sloguard.spec import SpecError, load_paths
 from sloguard.writer import diff_tree, write_tree
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -31,9 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 when files on disk differ from the output")
     args = parser.parse_args(argv)
     try:
-        defaults = load_defaults(args.defaults) if args.defaults else None
-        specs = [spec for path in args.spec or [os.path.join(ROOT, "slo.yaml")]
-                 for file in spec_files(path) for spec in load_specs(file, defaults)]
+        specs = load_paths(args.spec or [os.path.join(ROOT, "slo.yaml")], args.defaults)
     except SpecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,16 @@ Sloth prometheus/v1 (sloth) and OpenSLO v1 (openslo) input, detected by the load
 
 Builders import `sloguard.spec.model`; callers load specs with `load_spec` / `parse_spec`.
 """
-from sloguard.spec.loader import Defaults, SpecError, load_defaults, load_spec, load_specs, parse_spec, spec_files
+from sloguard.spec.loader import (
+    Defaults,
+    SpecError,
+    load_defaults,
+    load_paths,
+    load_spec,
+    load_specs,
+    parse_spec,
+    spec_files,
+)
 
-__all__ = ["Defaults", "SpecError", "load_defaults", "load_spec", "load_specs", "parse_spec", "spec_files"]
+__all__ = ["Defaults", "SpecError", "load_defaults", "load_paths", "load_spec", "load_specs", "parse_spec",
+           "spec_files"]

@@ -502,3 +502,9 @@ def spec_files(path: str) -> list[str]:
                             "put one spec file per service in it, or pass a file")
         return files
     return [path]
+
+
+def load_paths(paths: list[str], defaults_path: str | None = None) -> list[model.Spec]:
+    """Every service of every --spec (files or directories, any supported format), in order."""
+    defaults = load_defaults(defaults_path) if defaults_path else None
+    return [spec for path in paths for file in spec_files(path) for spec in load_specs(file, defaults)]
