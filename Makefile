@@ -5,13 +5,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 ARGS ?=
 
-.PHONY: all venv generate check-generated lint test bench bench-exporter bench-diagnose diagnose check-live check-migrations simulate exporter clean
+.PHONY: all system venv generate check-generated lint test bench bench-exporter bench-diagnose diagnose check-live check-migrations simulate exporter clean
 
 all: generate
 
 # The virtual environment is rebuilt when requirements.txt (the fully pinned set) changes.
 $(STAMP): requirements.txt
 	@# a venv left half-made (no pip, e.g. python3-venv was missing) is rebuilt, not reused
+	@# python3-venv first (a fresh Debian lacks it): `make generate` on a new machine needs nothing else
+	@python3 -c 'import ensurepip' 2>/dev/null || bash scripts/setup-system.sh python
 	@test -x $(VENV)/bin/pip || { rm -rf $(VENV) && python3 -m venv $(VENV); }
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	@# console scripts sloguard-pg-exporter and sloguard-diagnose (editable: the checkout is the code)
@@ -29,7 +31,10 @@ check-generated: $(STAMP)  ## fail when committed output is stale
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) check-generated lint  ## everything CI runs
+system:  ## system packages (idempotent, ~0.1 s when present; installing needs root or sudo)
+	@bash scripts/setup-system.sh
+
+test: system $(STAMP) check-generated lint  ## everything CI runs
 	$(PY) -m pytest $(ARGS)
 
 bench: $(STAMP)  ## generator scaling: 10, 100, 1000 SLOs
