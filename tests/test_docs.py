@@ -182,7 +182,9 @@ def test_runbook_names_only_real_metrics_and_rules():
     assert used - records == set(), f"recording rules named in the runbook but not generated: {used - records}"
 
 
-def test_runbook_panel_titles_exist():
+def test_runbook_panel_titles_exist(rendered):
+    """Against the dashboards of the incident's API spec (test-owned): the runbook is that service's, and the
+    user's slo.yaml may name its SLOs differently."""
     titles = set()
 
     def walk(panels):
@@ -190,13 +192,14 @@ def test_runbook_panel_titles_exist():
             titles.add(p.get("title"))
             walk(p.get("panels", []))
 
-    for path in glob.glob(os.path.join(ROOT, "dashboards", "*.json")):
-        walk(json.loads(read(path)).get("panels", []))
+    for path, text in rendered.items():
+        if path.startswith("dashboards/") and path.endswith(".json"):
+            walk(json.loads(text).get("panels", []))
     # a title may wrap across lines in the markdown source
     quoted = {re.sub(r"\s+", " ", t) for t in re.findall(r'panel "([^"]+)"', read(RUNBOOK))}
     assert quoted, "the runbook should name dashboard panels as: panel \"<title>\""
-    assert titles, "no dashboards/*.json: run `make generate`"
-    assert quoted <= titles, f"panels named in the runbook but absent from dashboards/: {sorted(quoted - titles)}"
+    assert titles, "no dashboard generated"
+    assert quoted <= titles, f"panels named in the runbook but absent from the dashboards: {sorted(quoted - titles)}"
 
 
 # --------------------------------------------------------------------------------------------- action items

@@ -2,6 +2,7 @@
 hold for any valid spec) and on test-owned specs: a wider API spec, a fleet of services, Sloth and OpenSLO inputs."""
 from __future__ import annotations
 
+import functools
 import os
 import re
 
@@ -22,12 +23,14 @@ def _rule_groups(files: dict[str, str]) -> list[dict]:
             for g in yaml.safe_load(files[path])["groups"]]
 
 
+@functools.cache
 def _committed():
     """The committed output of the user's slo.yaml (check-generated keeps it fresh)."""
     with open(os.path.join(ROOT, outputs.RULES_PATH), encoding="utf-8") as fh:
         return [(load_spec(os.path.join(ROOT, "slo.yaml")), yaml.safe_load(fh)["groups"])]
 
 
+@functools.cache
 def _wide():
     """The test-owned API spec with more SLOs of both kinds and other windows, rendered in memory."""
     with open(API_SPEC, encoding="utf-8") as fh:
@@ -46,6 +49,7 @@ def _wide():
     return [(spec, _rule_groups(outputs.render_all(spec)))]
 
 
+@functools.cache
 def _fleet():
     """Every service of tests/specs/fleet in one run: per-service files, one lint over all of them."""
     specs = [s for f in spec_files(os.path.join(SPECS_DIR, "fleet")) for s in load_specs(f)]
@@ -55,6 +59,7 @@ def _fleet():
     return [(by_service[_service_of(g)], [g]) for g in groups]
 
 
+@functools.cache
 def _converted():
     """Sloth and OpenSLO test specs with their defaults, one run."""
     defaults = load_defaults(os.path.join(SPECS_DIR, "sloth", "defaults.yaml"))
@@ -83,7 +88,7 @@ def all_groups(groups) -> list[dict]:
 @pytest.fixture(params=sorted(SOURCES))
 def groups(request) -> list[tuple]:
     """[(spec, its rule groups)]"""
-    return SOURCES[request.param]()
+    return SOURCES[request.param]()   # cached: rendered once per session, never mutated by the tests
 
 
 def test_group_size_and_unique_names(groups):
