@@ -22,6 +22,7 @@ import requests
 from sloguard import names
 from sloguard.checklive.checks import exporter_metrics
 from sloguard.pgcluster import free_port
+from sloguard.simulate.processes import ProcessGroup
 from sloguard.spec import parse_spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,29 +119,21 @@ def prometheus(tmp_path_factory):
     config.write_text(f"global: {{scrape_interval: 1s}}\nscrape_configs:\n{jobs}")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = open(tmp / "prometheus.log", "wb")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    group = ProcessGroup(str(tmp))   # the simulation's process handling: own process group, always stopped
     try:
+        prom = group.start("prometheus", [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
+                                          f"--web.listen-address=127.0.0.1:{port}"])
+        group.wait_http(prom, f"{url}/-/ready", timeout=60)
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                result = requests.get(f"{url}/api/v1/query", params={"query": "count(up == 1)"}, timeout=2).json()
-                if result["data"]["result"] and result["data"]["result"][0]["value"][1] == "4":
-                    break
-            except (requests.RequestException, ValueError, KeyError):
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp / "prometheus.log").read_text()[-2000:]
+        while True:   # every target scraped once
+            result = requests.get(f"{url}/api/v1/query", params={"query": "count(up == 1)"}, timeout=2).json()
+            if result["data"]["result"] and result["data"]["result"][0]["value"][1] == "4":
+                break
+            assert time.monotonic() < deadline, prom.tail()
             time.sleep(0.3)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        group.stop_all()
         for pair in servers.values():
             for server, thread in pair:
                 server.shutdown()

@@ -9,16 +9,15 @@ AlertCondition and AlertNotificationTarget documents are ignored (sloguard gener
 """
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 
 from sloguard import promql
 from sloguard.spec import model
+from sloguard.spec.convert import latency_sli, sum_rate_selector
 from sloguard.spec.loader import Defaults, Reader, check_window, labels_field, service_name, slo_name
 
 API_VERSION = "openslo/v1"
 IGNORED_KINDS = ("Service", "DataSource", "AlertPolicy", "AlertCondition", "AlertNotificationTarget")
-_TERM_RE = re.compile(r"^sum\s*\(\s*(?:rate|increase)\s*\(\s*(?P<sel>.+?)\s*\[\s*\w+\s*\]\s*\)\s*\)$", re.S)
 _EXAMPLE = 'http_requests_total{job="api",code=~"5.."}'
 _KINDS = "SLO, SLI, " + ", ".join(IGNORED_KINDS)
 
@@ -35,9 +34,11 @@ def _selector(r: Reader, metric, path: tuple) -> promql.Selector:
                "rules)", "use type: Prometheus")
     spec = r.mapping(src["spec"], src_path + ("spec",), {"query": _EXAMPLE}, required=("query",))
     query = r.string(spec["query"], src_path + ("spec", "query"), _EXAMPLE).strip()
-    term = _TERM_RE.match(query)
+    term = sum_rate_selector(query, r"\w+")
+    if term is not None:
+        return term
     try:
-        return promql.parse_selector(term["sel"] if term else query)
+        return promql.parse_selector(query)
     except promql.PromQLError as exc:
         r.fail(src_path + ("spec", "query"), f"only a counter selector or sum(rate(<selector>[5m])) can be mapped: "
                f"{exc}", f"write e.g. query: {_EXAMPLE}")
@@ -72,21 +73,10 @@ def _sli(r: Reader, indicator, path: tuple) -> model.EventsSLI | model.LatencySL
             r.fail(rp + ("bad",), "bad selects the same series as total", 'narrow it, e.g. code=~"5.."')
         return model.EventsSLI(total=total.render(), errors=bad.render())
     good = _selector(r, ratio["good"], rp + ("good",))
-    les = [m for m in good.matchers if m.name == "le"]
-    base = total.metric.removesuffix("_count")
-    rest = sorted(m.render() for m in good.matchers if m.name != "le")
-    if not (total.metric.endswith("_count") and good.metric == base + "_bucket" and len(les) == 1
-            and les[0].op == "=" and rest == sorted(m.render() for m in total.matchers)):
-        r.fail(rp + ("good",), "a good-events ratio can only be mapped as a latency SLI: good = a histogram's "
-               "_bucket{le=\"x\"}, total = its _count with the same matchers",
-               "write bad: {...} (the error events) instead of good, or use the histogram's bucket and count")
-    try:
-        threshold = float(les[0].value)
-    except ValueError:
-        threshold = float("nan")
-    if not 0 < threshold < float("inf"):
-        r.fail(rp + ("good",), f"le={les[0].value!r} is not a positive finite threshold", 'write e.g. le="0.5"')
-    return model.LatencySLI(metric=promql.Selector(base, total.matchers).render(), threshold=threshold)
+    return latency_sli(r, total, good, rp + ("good",),
+                       "a good-events ratio can only be mapped as a latency SLI: good = a histogram's "
+                       "_bucket{le=\"x\"}, total = its _count with the same matchers",
+                       "write bad: {...} (the error events) instead of good, or use the histogram's bucket and count")
 
 
 def _window(r: Reader, value, path: tuple) -> model.Duration:

@@ -14,6 +14,7 @@ import re
 
 from sloguard import promql
 from sloguard.spec import model
+from sloguard.spec.convert import latency_sli, sum_rate_selector
 from sloguard.spec.loader import (
     Defaults,
     Reader,
@@ -27,9 +28,6 @@ from sloguard.spec.yamlnodes import render_path
 SLOTH_PERIOD = "30d"   # Sloth's --default-slo-period
 WINDOW_RE = re.compile(r"\{\{\s*\.window\s*\}\}")
 _PLACEHOLDER = "__sloguard_window__"
-# sum(rate(<selector>[window])) or sum(increase(...)), optionally wrapped in parentheses
-_TERM_RE = re.compile(r"^sum\s*\(\s*(?:rate|increase)\s*\(\s*(?P<sel>.+?)\s*\[\s*" + _PLACEHOLDER + r"\s*\]\s*\)\s*\)$",
-                      re.S)
 _EXAMPLE = 'sum(rate(http_requests_total{job="api",code=~"5.."}[{{.window}}]))'
 _UNMAPPABLE = "sloguard needs the error and total counters as selectors"
 
@@ -51,13 +49,8 @@ def _balanced(text: str) -> bool:
 
 
 def _term(text: str) -> promql.Selector | None:
-    m = _TERM_RE.match(_strip_parens(text))
-    if not m:
-        return None
-    try:
-        return promql.parse_selector(m["sel"])
-    except promql.PromQLError:
-        return None
+    """sum(rate(<selector>[{{.window}}])) (or increase), optionally in parentheses."""
+    return sum_rate_selector(_strip_parens(text), _PLACEHOLDER)
 
 
 def _difference(text: str) -> tuple[promql.Selector, promql.Selector] | None:
@@ -119,19 +112,11 @@ def _latency(r: Reader, total: promql.Selector, count: promql.Selector, bucket: 
     """error = _count - _bucket{le="x"} over total = _count: the latency SLI on histogram `h` at threshold x."""
     fix = ('write error_query as sum(rate(h_count{...}[{{.window}}])) - sum(rate(h_bucket{...,le="0.5"}'
            '[{{.window}}])) and total_query as sum(rate(h_count{...}[{{.window}}])), same h and matchers')
-    les = [m for m in bucket.matchers if m.name == "le"]
-    others = tuple(m for m in bucket.matchers if m.name != "le")
-    base = count.metric.removesuffix("_count")
-    if (count.render() != total.render() or not count.metric.endswith("_count") or bucket.metric != base + "_bucket"
-            or len(les) != 1 or les[0].op != "=" or sorted(map(str, others)) != sorted(map(str, count.matchers))):
-        r.fail(path + ("error_query",), "this difference is not a histogram's requests over the threshold", fix)
-    try:
-        threshold = float(les[0].value)
-    except ValueError:
-        r.fail(path + ("error_query",), f"le={les[0].value!r} is not a number", fix)
-    if not threshold > 0 or threshold == float("inf"):
-        r.fail(path + ("error_query",), f"le={les[0].value!r} is not a positive finite threshold", fix)
-    return model.LatencySLI(metric=promql.Selector(base, count.matchers).render(), threshold=threshold)
+    path = path + ("error_query",)
+    problem = "this difference is not a histogram's requests over the threshold"
+    if count.render() != total.render():
+        r.fail(path, problem, fix)
+    return latency_sli(r, count, bucket, path, problem, fix)
 
 
 def _alerting(r: Reader, value, path: tuple, notes: list[str]) -> None:
