@@ -167,3 +167,14 @@ def test_bad_spec_in_a_directory_names_its_file_and_writes_nothing(tmp_path):
     empty.mkdir()
     proc = generate("--spec", str(empty), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2 and "no *.yaml" in proc.stderr
+
+
+def test_the_mixin_carries_every_services_groups_and_dashboards(fleet_out):
+    import _jsonnet
+
+    mixin = json.loads(_jsonnet.evaluate_snippet(
+        str(fleet_out / "check.jsonnet"), 'local m = import "mixin.libsonnet"; {groups: m.prometheusAlerts.groups + m.prometheusRules.groups,'
+        " dashboards: std.objectFields(m.grafanaDashboards)}"))
+    expected = [g["name"] for p in sorted((fleet_out / "alerts").glob("*.yaml")) for g in _groups(p)]
+    assert sorted(g["name"] for g in mixin["groups"]) == sorted(expected)
+    assert sorted(mixin["dashboards"]) == sorted(p.name for p in (fleet_out / "dashboards").glob("*.json"))
