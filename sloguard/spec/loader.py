@@ -45,7 +45,7 @@ class SpecError(ValueError):
         super().__init__(f"{where}: {field}: {problem}. Fix: {fix}")
 
 
-class Reader:
+class _Reader:
     """Walks the parsed YAML with the path of the current field, so every error knows where it is."""
 
     def __init__(self, file: str, lines: dict):
@@ -153,7 +153,7 @@ def parse_spec(text: str, file: str = "slo.yaml") -> model.Spec:
 
 def spec_from_data(data, lines: dict, file: str) -> model.Spec:
     """A sloguard-format document (already parsed, with its line map) -> Spec."""
-    r = Reader(file, lines)
+    r = _Reader(file, lines)
     top = r.mapping(data, (), {
         "version": "1", "service": "api", "labels": "{team: api-platform}",
         "links": "{runbook: https://..., grafana: http://localhost:3000}",
@@ -164,7 +164,7 @@ def spec_from_data(data, lines: dict, file: str) -> model.Spec:
         r.fail(("version",), f"unsupported spec version {version!r}",
                f"write version: {SPEC_VERSION} (Sloth files say version: prometheus/v1, OpenSLO apiVersion: openslo/v1)")
     service = service_name(r, top["service"], ("service",))
-    labels = labels_field(r, top.get("labels", {}))
+    labels = _labels(r, top.get("labels", {}))
     links = _links(r, top["links"])
     slos = _slos(r, top["slos"])
     alerting = _alerting(r, top.get("alerting", DEFAULT_ALERTING))
@@ -175,14 +175,14 @@ def spec_from_data(data, lines: dict, file: str) -> model.Spec:
                       slos=tuple(slos), alerting=alerting, database=database, source=file)
 
 
-def service_name(r: Reader, value, path: tuple) -> str:
+def service_name(r: _Reader, value, path: tuple) -> str:
     service = r.string(value, path, "service: api")
     if not NAME_RE.match(service):
         r.fail(path, f"{service!r} is not a valid name", "use lowercase letters, digits, '-' or '_', e.g. api")
     return service
 
 
-def check_window(r: Reader, window: model.Duration, alerting: model.Alerting, path: tuple) -> None:
+def check_window(r: _Reader, window: model.Duration, alerting: model.Alerting, path: tuple) -> None:
     for tier in (alerting.page, alerting.ticket):
         for w in tier.windows:
             if w.long.seconds > window.seconds:
@@ -190,7 +190,7 @@ def check_window(r: Reader, window: model.Duration, alerting: model.Alerting, pa
                        f"use an SLO window of at least {w.long.text}")
 
 
-def _links(r: Reader, value) -> model.Links:
+def _links(r: _Reader, value) -> model.Links:
     links = r.mapping(value, ("links",), {"runbook": "https://.../runbooks/high-latency-response.md",
                                           "grafana": "http://localhost:3000"}, required=("runbook", "grafana"))
     runbook = _url(r, links["runbook"], ("links", "runbook"))
@@ -203,7 +203,7 @@ def _links(r: Reader, value) -> model.Links:
     return model.Links(runbook=runbook, grafana=grafana)
 
 
-def labels_field(r: Reader, value, at: tuple = ("labels",)) -> dict[str, str]:
+def _labels(r: _Reader, value, at: tuple = ("labels",)) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -226,14 +226,14 @@ def labels_field(r: Reader, value, at: tuple = ("labels",)) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def _url(r: Reader, value, path: tuple) -> str:
+def _url(r: _Reader, value, path: tuple) -> str:
     r.string(value, path, "https://example.com/...")
     if not re.match(r"^https?://[^\s]+$", value):
         r.fail(path, f"{value!r} is not an http(s) URL", "write a full URL starting with https:// or http://")
     return value
 
 
-def _slos(r: Reader, value) -> list[model.SLO]:
+def _slos(r: _Reader, value) -> list[model.SLO]:
     if not isinstance(value, list) or not value:
         r.fail(("slos",), f"expected a non-empty list of SLOs, got {_kind(value)}",
                "add at least one SLO: - {name: availability, objective: 99.9, window: 30d, sli: {...}}")
@@ -255,7 +255,7 @@ def _slos(r: Reader, value) -> list[model.SLO]:
     return slos
 
 
-def slo_name(r: Reader, value, path: tuple, seen: dict) -> str:
+def slo_name(r: _Reader, value, path: tuple, seen: dict) -> str:
     """A valid, unique SLO name (its burn-rate alert name must stay within mixtool's 40 characters).
     `seen` maps names to the path they were first seen at."""
     name = r.string(value, path, "availability")
@@ -273,7 +273,7 @@ def slo_name(r: Reader, value, path: tuple, seen: dict) -> str:
     return name
 
 
-def _sli(r: Reader, value, path: tuple) -> model.EventsSLI | model.LatencySLI:
+def _sli(r: _Reader, value, path: tuple) -> model.EventsSLI | model.LatencySLI:
     r.mapping(value, path, {"events": "{total: <selector>, errors: <selector>}",
                             "latency": "{metric: <histogram selector>, threshold: <seconds>}"})
     if len(value) != 1:
@@ -294,12 +294,12 @@ def _sli(r: Reader, value, path: tuple) -> model.EventsSLI | model.LatencySLI:
     lat = r.mapping(value["latency"], p, {"metric": 'http_request_duration_seconds{job="api"}',
                                           "threshold": "0.5 (seconds, a bucket boundary)"},
                     required=("metric", "threshold"))
-    metric = histogram_selector(r, lat["metric"], p + ("metric",))
+    metric = _histogram(r, lat["metric"], p + ("metric",))
     threshold = r.number(lat["threshold"], p + ("threshold",), "0.5 (seconds)", 0, None, lo_open=True)
     return model.LatencySLI(metric=metric, threshold=threshold)
 
 
-def histogram_selector(r: Reader, value, path: tuple) -> str:
+def _histogram(r: _Reader, value, path: tuple) -> str:
     sel = r.selector(value, path, 'http_request_duration_seconds{job="api"}')
     base = promql.parse_selector(sel)
     if base.metric.endswith(("_bucket", "_count", "_sum")):
@@ -310,7 +310,7 @@ def histogram_selector(r: Reader, value, path: tuple) -> str:
     return sel
 
 
-def _alerting(r: Reader, value) -> model.Alerting:
+def _alerting(r: _Reader, value) -> model.Alerting:
     path = ("alerting",)
     a = r.mapping(value, path, {"min_request_rate": "1 (req/s)", "page": "{for: 2m, windows: [...]}",
                                 "ticket": "{for: 15m, windows: [...]}"})
@@ -321,7 +321,7 @@ def _alerting(r: Reader, value) -> model.Alerting:
     return model.Alerting(min_request_rate=rate, page=page, ticket=ticket)
 
 
-def _tier(r: Reader, value, path: tuple, severity: str) -> model.AlertTier:
+def _tier(r: _Reader, value, path: tuple, severity: str) -> model.AlertTier:
     t = r.mapping(value, path, {"for": "2m", "windows": "[{long: 1h, short: 5m, budget_fraction: 0.02}]"},
                   required=("windows",))
     for_ = r.duration(t.get("for", DEFAULT_ALERTING[path[-1]]["for"]), path + ("for",), "2m")
@@ -347,7 +347,7 @@ def _tier(r: Reader, value, path: tuple, severity: str) -> model.AlertTier:
     return model.AlertTier(severity=severity, for_=for_, windows=tuple(out))
 
 
-def _database(r: Reader, value) -> model.Database:
+def _database(r: _Reader, value) -> model.Database:
     path = ("database",)
     d = r.mapping(value, path, {
         "exporter_job": DEFAULT_EXPORTER_JOB, "latency_p99": "{metric, threshold, for}",
@@ -363,7 +363,7 @@ def _database(r: Reader, value) -> model.Database:
     sec = _Section(r, d, path)
 
     lp = sec.open("latency_p99", {"metric": None, "threshold": 0.5, "for": "2m"}, required=("metric",))
-    latency = model.LatencyP99(metric=histogram_selector(r, lp.raw["metric"], lp.path + ("metric",)),
+    latency = model.LatencyP99(metric=_histogram(r, lp.raw["metric"], lp.path + ("metric",)),
                                threshold=lp.num("threshold", "0.5 (seconds)", 0, lo_open=True), for_=lp.dur("for"))
     pl = sec.open("pool", {"in_use": None, "max": None, "waiting": None, "saturation_ratio": 0.9,
                            "max_waiting": 5, "for": "1m"}, required=("in_use", "max", "waiting"))
@@ -396,7 +396,7 @@ def _database(r: Reader, value) -> model.Database:
 class _Section:
     """One database sub-section with defaults: `open` checks the fields, then num/dur/sel read them."""
 
-    def __init__(self, r: Reader, parent: dict, path: tuple):
+    def __init__(self, r: _Reader, parent: dict, path: tuple):
         self.r, self.parent, self.path = r, parent, path
 
     def open(self, key: str, defaults: dict, required: tuple[str, ...] = ()) -> _Field:
@@ -408,7 +408,7 @@ class _Section:
 
 
 class _Field:
-    def __init__(self, r: Reader, raw: dict, path: tuple):
+    def __init__(self, r: _Reader, raw: dict, path: tuple):
         self.r, self.raw, self.path = r, raw, path
 
     def num(self, key, example, lo=None, hi=None, hi_open=False, lo_open=False, integer=False) -> float:
@@ -443,7 +443,7 @@ class Defaults:
 def load_defaults(path: str) -> Defaults:
     docs = yaml_documents(read_text(path, "the defaults file"), path)
     data, lines = docs[0] if len(docs) == 1 else (None, {})
-    r = Reader(path, lines)
+    r = _Reader(path, lines)
     top = r.mapping(data, (), {"version": "1", "labels": "{team: api-platform}",
                                "links": "{runbook: https://..., grafana: http://localhost:3000}",
                                "alerting": "burn-rate windows", "database": "database alert thresholds"},
@@ -451,7 +451,7 @@ def load_defaults(path: str) -> Defaults:
     version = top.get("version", SPEC_VERSION)
     if version != SPEC_VERSION or isinstance(version, bool):
         r.fail(("version",), f"unsupported spec version {version!r}", f"write version: {SPEC_VERSION}")
-    return Defaults(labels=labels_field(r, top.get("labels", {})), links=_links(r, top["links"]),
+    return Defaults(labels=_labels(r, top.get("labels", {})), links=_links(r, top["links"]),
                     alerting=_alerting(r, top.get("alerting", DEFAULT_ALERTING)), database=_database(r, top["database"]),
                     file=path)
 
@@ -470,7 +470,7 @@ def load_specs(path: str, defaults: Defaults | None = None) -> list[model.Spec]:
     """Every service in one file, whatever its format: sloguard (one document), Sloth prometheus/v1 (one service
     per document) or OpenSLO v1 (SLO documents, one service per `spec.service`). Sloth and OpenSLO need
     `defaults` for what they cannot express."""
-    # the format modules read fields with this module's Reader: imported here, not at the top, to avoid a cycle
+    # the format modules read fields with this module's _Reader: imported here, not at the top, to avoid a cycle
     from sloguard.spec import openslo, sloth
 
     docs = yaml_documents(read_text(path), path)
@@ -508,3 +508,8 @@ def load_paths(paths: list[str], defaults_path: str | None = None) -> list[model
     """Every service of every --spec (files or directories, any supported format), in order."""
     defaults = load_defaults(defaults_path) if defaults_path else None
     return [spec for path in paths for file in spec_files(path) for spec in load_specs(file, defaults)]
+
+
+# The field readers the Sloth and OpenSLO converters share with this loader (public names for them).
+Reader = _Reader
+labels_field = _labels
