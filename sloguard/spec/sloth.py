@@ -123,15 +123,14 @@ def _alerting(r: Reader, value, path: tuple, notes: list[str]) -> None:
     """Sloth's alert naming and routing are not carried over; disabling alerts cannot be expressed."""
     tier_fields = {"disable": "false", "labels": "{...}", "annotations": "{...}"}
     a = r.mapping(value, path, {"name": "MyServiceHighErrorRate", "labels": "{...}", "annotations": "{...}",
-                                "page_alert": str(tier_fields), "ticket_alert": str(tier_fields),
-                                "disable": "false"})
-    for key, where in (("disable", path), ("disable", path + ("page_alert",)), ("disable", path + ("ticket_alert",))):
-        block = a if where == path else (a.get(where[-1]) or {})
-        if where != path:
-            r.mapping(block, where, tier_fields)
-        if block.get(key) is True:
-            r.fail(where + (key,), "sloguard always generates the page and ticket burn-rate alerts; they cannot be "
-                   "disabled", "remove disable: true (route the alert to a null receiver in Alertmanager instead)")
+                                "page_alert": "{labels: ...}", "ticket_alert": "{labels: ...}", "disable": "false"})
+    blocks = [(path, a)] + [(path + (tier,), r.mapping(a.get(tier) or {}, path + (tier,), tier_fields))
+                            for tier in ("page_alert", "ticket_alert")]
+    for where, block in blocks:
+        if block.get("disable") is True:
+            r.fail(where + ("disable",), "sloguard always generates the page and ticket burn-rate alerts; they "
+                   "cannot be disabled", "remove disable: true (route the alert to a null receiver in Alertmanager "
+                   "instead)")
     unused = [k for k in ("name", "labels", "annotations", "page_alert", "ticket_alert") if a.get(k)]
     if unused:
         notes.append(f"{r.file}: {render_path(path)}: {', '.join(unused)} not used: sloguard names its "
