@@ -157,7 +157,7 @@ def test_a_spec_that_matches_the_live_series_passes(prometheus, tmp_path):
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout == "" and "0 problem(s) for shop" in proc.stderr
-    print(f"check-live on a 2-SLO spec: {elapsed:.2f} s")
+    print(f"check-live on a 2-SLO spec: {elapsed:.2f} s, {proc.stderr.strip()}")
 
 
 def test_make_check_live_runs_the_same_check(prometheus, tmp_path):
