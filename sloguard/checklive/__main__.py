@@ -1,4 +1,4 @@
-"""python -m sloguard.checklive --prometheus URL [--spec slo.yaml ...] [--defaults FILE] [--lookback 1h]
+"""The spec against a live Prometheus: every selector has series, thresholds are buckets, the exporter is there.
 
 Exit 0: every check passed. 1: problems, one line each (`file: field: problem. Fix: ...`).
 2: the check could not run (bad spec, Prometheus unreachable or refusing a query).
