@@ -182,6 +182,9 @@ def test_threshold_that_is_not_a_bucket_on_one_instance_is_named(prometheus, tmp
     assert line.startswith(f"{tmp_path / 'slo.yaml'}: slos[1].sli.latency.threshold: ")
     # only the instance without a 0.3 bucket, with the buckets it does have
     assert "has no bucket at 0.3 s (its buckets: 0.1, 0.25, 0.5, 1, +Inf)" in line and "Fix:" in line
+    # the p99 alert's threshold needs no bucket (histogram_quantile interpolates): 0.3 there is fine
+    p99 = check_live(tmp_path, prometheus, spec_text().replace("threshold: 0.5}", "threshold: 0.3}"))
+    assert "threshold: 0.3}" in (tmp_path / "slo.yaml").read_text() and p99.returncode == 0, p99.stdout
 
 
 def test_empty_selectors_say_which_part_matches_nothing(prometheus, tmp_path):

@@ -39,8 +39,9 @@ class SelectorUse:
     may_be_empty: bool = False   # error counters: no series is fine as long as the metric exists
 
 
-def selector_uses(spec: model.Spec) -> tuple[list[SelectorUse], list[tuple[str, str, float]]]:
-    """(plain selectors, histograms as (field, base selector, threshold)) the spec's rules and panels read."""
+def selector_uses(spec: model.Spec) -> tuple[list[SelectorUse], list[tuple[str, str, float | None]]]:
+    """(plain selectors, histograms as (field, base selector, threshold)) the spec's rules and panels read.
+    The p99 alert's threshold is compared with an interpolated quantile, not a bucket: None (no bucket check)."""
     plain, histograms = [], []
     for i, slo in enumerate(spec.slos):
         path = f"slos[{i}].sli"
@@ -50,7 +51,7 @@ def selector_uses(spec: model.Spec) -> tuple[list[SelectorUse], list[tuple[str, 
         else:
             histograms.append((f"{path}.latency", slo.sli.metric, slo.sli.threshold))
     db = spec.database
-    histograms.append(("database.latency_p99", db.latency_p99.metric, db.latency_p99.threshold))
+    histograms.append(("database.latency_p99", db.latency_p99.metric, None))
     plain += [SelectorUse(f"database.pool.{key}", getattr(db.pool, key)) for key in ("in_use", "max", "waiting")]
     return plain, histograms
 
@@ -96,7 +97,7 @@ class Checker:
         problem, fix = self.why_empty(target)
         return [Problem(spec.source, use.field, problem, fix)]
 
-    def histogram(self, spec: model.Spec, field: str, base: str, threshold: float) -> list[Problem]:
+    def histogram(self, spec: model.Spec, field: str, base: str, threshold: float | None) -> list[Problem]:
         count = promql.with_suffix(base, "_count")
         bucket = promql.with_suffix(base, "_bucket")
         problems = []
@@ -104,7 +105,7 @@ class Checker:
             if not self._present(sel):
                 problem, fix = self.why_empty(sel)
                 problems.append(Problem(spec.source, f"{field}.metric", problem, fix))
-        if problems:
+        if problems or threshold is None:
             return problems
         at_threshold = promql.inject(bucket, promql.Matcher("le", "=~", promql.le_regex(threshold)))
         instances = {(r["metric"].get("job", ""), r["metric"].get("instance", ""))
