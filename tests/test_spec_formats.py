@@ -309,3 +309,21 @@ def test_defaults_file_errors_name_the_defaults_file(tmp_path):
     with pytest.raises(SpecError) as exc:
         load_defaults(str(bad))
     assert exc.value.field == "slos" and "unknown field" in str(exc.value)
+
+
+def test_readme_fleet_commands_run(tmp_path):
+    """The README's "Many services" block, each command run as written (outputs moved under tmp_path)."""
+    text = Path(ROOT, "README.md").read_text(encoding="utf-8")
+    section = text.split("## Many services", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    commands = [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+    assert len(commands) == 3 and all(c.startswith(".venv/bin/python generate.py ") for c in commands)
+    for command in commands:
+        argv = command.replace("/tmp/", f"{tmp_path}/").split()
+        proc = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, f"{command}\n{proc.stderr}"
+    services = {p.name for p in (tmp_path / "converted" / "alerts").glob("*.yaml")}
+    assert services == {f"sloguard-{s}-rules.yaml" for s in ("myservice", "ledger", "auth", "notifier", "checkout",
+                                                              "search")}
+    assert len(list((tmp_path / "fleet" / "alerts").glob("*.yaml"))) == 4
+    assert len(list((tmp_path / "two" / "alerts").glob("*.yaml"))) == 2

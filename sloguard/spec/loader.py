@@ -507,7 +507,10 @@ def spec_files(path: str) -> list[str]:
 def load_paths(paths: list[str], defaults_path: str | None = None) -> list[model.Spec]:
     """Every service of every --spec (files or directories, any supported format), in order."""
     defaults = load_defaults(defaults_path) if defaults_path else None
-    return [spec for path in paths for file in spec_files(path) for spec in load_specs(file, defaults)]
+    # the defaults file may sit in the spec directory: it is not a service
+    skip = os.path.realpath(defaults_path) if defaults_path else None
+    return [spec for path in paths for file in spec_files(path) if os.path.realpath(file) != skip
+            for spec in load_specs(file, defaults)]
 
 
 # The field readers the Sloth and OpenSLO converters share with this loader (public names for them).
