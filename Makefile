@@ -5,13 +5,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 ARGS ?=
 
-.PHONY: all venv generate check-generated lint test bench bench-exporter bench-diagnose diagnose check-migrations simulate exporter clean
+.PHONY: all system venv generate check-generated lint test bench bench-exporter bench-diagnose diagnose check-live check-migrations simulate exporter clean
 
 all: generate
 
 # The virtual environment is rebuilt when requirements.txt (the fully pinned set) changes.
 $(STAMP): requirements.txt
 	@# a venv left half-made (no pip, e.g. python3-venv was missing) is rebuilt, not reused
+	@# python3-venv first (a fresh Debian lacks it): `make generate` on a new machine needs nothing else
+	@python3 -c 'import ensurepip' 2>/dev/null || bash scripts/setup-system.sh python
 	@test -x $(VENV)/bin/pip || { rm -rf $(VENV) && python3 -m venv $(VENV); }
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	@# console scripts sloguard-pg-exporter and sloguard-diagnose (editable: the checkout is the code)
@@ -29,7 +31,10 @@ check-generated: $(STAMP)  ## fail when committed output is stale
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) check-generated lint  ## everything CI runs
+system:  ## system packages (idempotent, ~0.1 s when present; installing needs root or sudo)
+	@bash scripts/setup-system.sh
+
+test: system $(STAMP) check-generated lint  ## everything CI runs
 	$(PY) -m pytest $(ARGS)
 
 bench: $(STAMP)  ## generator scaling: 10, 100, 1000 SLOs
@@ -41,8 +46,16 @@ bench-exporter: $(STAMP)  ## our exporter vs Debian's prometheus-postgres-export
 bench-diagnose: $(STAMP)  ## diagnose on the scenario's 2.5M users
 	$(PY) -m bench.diagnose_bench $(ARGS)
 
+# make turns any failing recipe into its own exit 2: say which code diagnose gave (1 findings, 2 could not run).
+# Scripts that branch on the code run .venv/bin/sloguard-diagnose directly.
 diagnose: $(STAMP)  ## DSN from PG_DSN / --dsn; see README
-	$(PY) -m sloguard.diagnose $(ARGS)
+	@$(PY) -m sloguard.diagnose $(ARGS) || { code=$$?; \
+	  echo "diagnose exited $$code ($$( [ $$code = 1 ] && echo 'findings above' || echo 'could not run')); for the exit code itself run .venv/bin/sloguard-diagnose" >&2; \
+	  exit $$code; }
+
+PROMETHEUS ?=
+check-live: $(STAMP)  ## the spec against a live Prometheus: make check-live PROMETHEUS=http://host:9090 [ARGS=--spec ...]
+	$(PY) -m sloguard.checklive --prometheus "$(PROMETHEUS)" $(ARGS)
 
 check-migrations: $(STAMP)  ## squawk lint + query-plan gate on a throwaway PostgreSQL
 	$(PY) -m sloguard.migration_gate $(ARGS)

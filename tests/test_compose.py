@@ -18,8 +18,8 @@ import yaml
 from packaging.requirements import Requirement
 
 from sloguard.dashboards import provisioning
+from sloguard.outputs import RULES_PATH
 from sloguard.simulate import configs, seed
-from sloguard.spec import load_spec
 
 SERVICES = {"postgres", "pg-exporter", "demo-api", "loadgen", "alert-sink", "prometheus", "alertmanager", "grafana"}
 
@@ -94,10 +94,9 @@ def test_prometheus_mounts_the_deployed_config_and_the_generated_rules(repo_root
         assert os.path.exists(m[rule_file])
 
 
-def test_scrape_targets_are_compose_services_on_the_ports_they_listen_on(compose, prom_cfg, repo_root):
-    spec = load_spec(os.path.join(repo_root, "slo.yaml"))
+def test_scrape_targets_are_compose_services_on_the_ports_they_listen_on(compose, prom_cfg, spec):
     jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in prom_cfg["scrape_configs"]}
-    # The rules select job="api" and the spec's exporter job: a renamed job would silence every alert.
+    # deploy/ serves the incident's API spec (test-owned copy): its rules select job="api" and the exporter job.
     assert "api" in jobs and spec.database.exporter_job in jobs
     services = compose["services"]
     for job, targets in jobs.items():
@@ -169,11 +168,9 @@ def test_app_image_pins_match_the_repository_pins(repo_root):
     assert image and all(repo.get(name) == version for name, version in image.items()), (image, repo)
 
 
-def test_simulation_copy_of_prometheus_config_passes_promtool(repo_root, tmp_path):
-    with open(os.path.join(repo_root, "alerts/sloguard-rules.yaml")) as f:
-        rules, _ = configs.compress_rules(f.read(), 60, 6000, keep_ticket_tier=False)
+def test_simulation_copy_of_prometheus_config_passes_promtool(repo_root, tmp_path, spec, rendered):
+    rules, _ = configs.compress_rules(rendered[RULES_PATH], 60, 6000, keep_ticket_tier=False)
     (tmp_path / "rules.yaml").write_text(rules)
-    spec = load_spec(os.path.join(repo_root, "slo.yaml"))
     with open(os.path.join(repo_root, "deploy/prometheus/prometheus.yml")) as f:
         text = configs.prometheus_config(
             f.read(), str(tmp_path / "rules.yaml"),

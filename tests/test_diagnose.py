@@ -20,13 +20,15 @@ from sloguard.diagnose.collect import collect, connect
 from sloguard.diagnose.rank import rank
 from sloguard.diagnose.thresholds import Thresholds
 from sloguard.pgcluster import free_port
+from tests.conftest import API_SPEC
 
 SCENARIO_DB = "diag_scenario"
 LOGIN_CALLS = 60
 
 
 def _run(repo_root: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sloguard.diagnose", *args], cwd=repo_root, capture_output=True,
+    # thresholds from the test-owned API spec, not from whatever the user's slo.yaml says
+    return subprocess.run([sys.executable, "-m", "sloguard.diagnose", "--spec", API_SPEC, *args], cwd=repo_root, capture_output=True,
                           text=True, timeout=120, env={**os.environ, **(env or {})})
 
 
@@ -115,7 +117,7 @@ def test_diagnose_changes_nothing_and_leaves_no_hypothetical_index(repo_root, sc
     before = _catalog_snapshot(scenario_dsn)
     conn = connect(scenario_dsn)
     try:
-        db, _prom, findings, _notes = diagnose(conn, "scenario", spec=os.path.join(repo_root, "slo.yaml"))
+        db, _prom, findings, _notes = diagnose(conn, "scenario", spec=API_SPEC)
         assert any(f.kind == "missing_index" for f in findings)   # HypoPG was really used on this connection
         assert conn.execute("SELECT count(*) FROM hypopg_list_indexes").fetchone()[0] == 0
         assert conn.execute("SHOW transaction_read_only").fetchone()[0] == "on"
@@ -194,7 +196,7 @@ def test_lock_wait_shows_the_blocking_chain(repo_root, pg_cluster, scratch_db):
         time.sleep(1.1)   # waits under a second are reported as context only
         conn = connect(dsn)
         try:
-            db, _prom, findings, _notes = diagnose(conn, "locks", spec=os.path.join(repo_root, "slo.yaml"))
+            db, _prom, findings, _notes = diagnose(conn, "locks", spec=API_SPEC)
         finally:
             conn.close()
         locks = [f for f in findings if f.kind == "lock_wait"]
@@ -204,7 +206,7 @@ def test_lock_wait_shows_the_blocking_chain(repo_root, pg_cluster, scratch_db):
         assert locks[0].data["blocking_pids"] == [holder_pid]
         assert f"blocked by {holder_pid} (postgres" in locks[0].detail
         assert f"pg_terminate_backend({holder_pid})" in locks[0].action
-        # the holder has been in its transaction the whole time: a long transaction too (threshold from slo.yaml)
+        # the holder has been in its transaction the whole time: a long transaction too (threshold from the test-owned API spec)
     finally:
         holder.rollback()
         holder.close()
@@ -348,3 +350,28 @@ def test_statement_slow_now_is_found_despite_a_cheap_history(pg_cluster, scratch
                    for f in rank(cumulative, None, th))
     # >=: the advisor's EXPLAIN of it in the first pass is a nested entry with the same queryid
     assert cumulative.recent == {} and login(cumulative).calls >= 3030
+
+
+def test_help_lists_the_exit_codes(repo_root):
+    proc = _run(repo_root, "--help")
+    assert proc.returncode == 0
+    for line in ("0  healthy", "1  findings", "2  could not run", ".venv/bin/sloguard-diagnose"):
+        assert line in proc.stdout, proc.stdout
+
+
+def _make_diagnose(repo_root: str, args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PG_DSN", "MAKEFLAGS", "MAKELEVEL")}
+    return subprocess.run(["make", "-s", "diagnose", f"ARGS=--spec {API_SPEC} {args}"], cwd=repo_root, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_make_diagnose_says_which_code_diagnose_gave(repo_root, scenario_dsn):
+    """make exits 2 for any failure; the target names diagnose's own code, and the console script keeps it."""
+    findings = _make_diagnose(repo_root, f"--dsn '{scenario_dsn}'")
+    assert findings.returncode == 2 and "diagnose exited 1 (findings above)" in findings.stderr, findings.stderr
+    no_dsn = _make_diagnose(repo_root, "")
+    assert no_dsn.returncode == 2 and "diagnose exited 2 (could not run)" in no_dsn.stderr, no_dsn.stderr
+    script = os.path.join(repo_root, ".venv", "bin", "sloguard-diagnose")
+    direct = subprocess.run([script, "--spec", API_SPEC, "--dsn", scenario_dsn], capture_output=True, text=True,
+                            timeout=120)
+    assert direct.returncode == 1, direct.stderr

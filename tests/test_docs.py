@@ -170,19 +170,23 @@ def test_runbook_sql_parses(index):
     assert statements, f"```sql block #{index + 1} is empty"
 
 
-def test_runbook_names_only_real_metrics_and_rules():
+def test_runbook_names_only_real_metrics_and_rules(rendered):
+    """Recording rules as generated for the incident's API spec (test-owned): the user's windows may differ."""
     md = read(RUNBOOK)
     unknown = sorted(set(re.findall(rf"\b{names.PREFIX}_\w+", md)) - set(names.EXPORTER_METRICS))
     assert not unknown, f"{names.RUNBOOK_PATH} names metrics the exporter does not expose: {unknown}"
     records = set()
-    for path in glob.glob(os.path.join(ROOT, "alerts", "*.y*ml")):
-        for group in (yaml.safe_load(read(path)) or {}).get("groups", []):
-            records.update(r["record"] for r in group["rules"] if "record" in r)
+    for path, text in rendered.items():
+        if path.startswith("alerts/") and "kubernetes" not in path:
+            for group in (yaml.safe_load(text) or {}).get("groups", []):
+                records.update(r["record"] for r in group["rules"] if "record" in r)
     used = set(re.findall(r"\b(?:slo|sloguard):[\w:]+", md))
     assert used - records == set(), f"recording rules named in the runbook but not generated: {used - records}"
 
 
-def test_runbook_panel_titles_exist():
+def test_runbook_panel_titles_exist(rendered):
+    """Against the dashboards of the incident's API spec (test-owned): the runbook is that service's, and the
+    user's slo.yaml may name its SLOs differently."""
     titles = set()
 
     def walk(panels):
@@ -190,13 +194,14 @@ def test_runbook_panel_titles_exist():
             titles.add(p.get("title"))
             walk(p.get("panels", []))
 
-    for path in glob.glob(os.path.join(ROOT, "dashboards", "*.json")):
-        walk(json.loads(read(path)).get("panels", []))
+    for path, text in rendered.items():
+        if path.startswith("dashboards/") and path.endswith(".json"):
+            walk(json.loads(text).get("panels", []))
     # a title may wrap across lines in the markdown source
     quoted = {re.sub(r"\s+", " ", t) for t in re.findall(r'panel "([^"]+)"', read(RUNBOOK))}
     assert quoted, "the runbook should name dashboard panels as: panel \"<title>\""
-    assert titles, "no dashboards/*.json: run `make generate`"
-    assert quoted <= titles, f"panels named in the runbook but absent from dashboards/: {sorted(quoted - titles)}"
+    assert titles, "no dashboard generated"
+    assert quoted <= titles, f"panels named in the runbook but absent from the dashboards: {sorted(quoted - titles)}"
 
 
 # --------------------------------------------------------------------------------------------- action items

@@ -303,8 +303,10 @@ def alerts_annotation() -> dict:
 def build(spec: Spec) -> g.Dashboard:
     panels = [*api_panels(spec, 0), *saturation_panels(spec, 17), *statement_panels(spec, 26),
               *table_panels(spec, 44), *lock_panels(spec, 61)]
+    # a fleet run has one incident dashboard per service: own uid, and a title unique in the Grafana folder
+    title = TITLE if spec.incident_uid == INCIDENT_UID else f"{TITLE} ({spec.service})"
     return c.dashboard(
-        INCIDENT_UID, TITLE,
+        spec.incident_uid, title,
         f"Service {spec.service}: API symptoms, connection saturation, slow statements, missing indexes, locks.",
         panels, [migration_annotation(spec), alerts_annotation()],
     )

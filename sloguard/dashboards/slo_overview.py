@@ -6,6 +6,7 @@ never depends on how the rule builder labels its meta rules.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from grafanalib import core as g
 
@@ -139,20 +140,23 @@ def _burn_panel(spec: Spec, slo: SLO, index: int, tier: AlertTier, offset: int, 
                         c.UNIT_COUNT, targets, c.gridpos(x, y, 12, 9))
 
 
-def summary_panels(spec: Spec) -> list:
+def summary_panels(specs: Spec | Sequence[Spec]) -> list:
     """The landing panels of a burn-rate page: which SLO burns, and how much budget each has left."""
-    first = spec.alerting.page.windows[0]
+    specs = as_list(specs)
+    pairs = [(spec, slo) for spec in specs for slo in spec.slos]
+    first = specs[0].alerting.page.windows[0]
     burn_targets, budget_targets = [], []
-    for index, slo in enumerate(spec.slos):
+    for index, (spec, slo) in enumerate(pairs):
         ref = _ref(index)
         sel = slo_matchers(spec, slo)
-        burn_targets.append(c.target(burn_rate_expr(spec, slo, first.long.text), f"{slo.name} {first.long.text}",
+        label = slo.name if len(specs) == 1 else f"{spec.service}/{slo.name}"
+        burn_targets.append(c.target(burn_rate_expr(spec, slo, first.long.text), f"{label} {first.long.text}",
                                      ref))
-        budget_targets.append(c.target(f"max({BUDGET_REMAINING}{{{sel}}})", slo.name, ref))
+        budget_targets.append(c.target(f"max({BUDGET_REMAINING}{{{sel}}})", label, ref))
     factors = sorted({c.fmt_number(burn_factor(slo, first.long.seconds, first.budget_fraction))
-                      for slo in spec.slos})
+                      for _, slo in pairs})
     burn_targets += [c.target(f"vector({factor})", f"page threshold {first.long.text}/{first.short.text} = {factor}",
-                              _ref(len(spec.slos) + i)) for i, factor in enumerate(factors)]
+                              _ref(len(pairs) + i)) for i, factor in enumerate(factors)]
     return [
         c.row(SUMMARY_ROW_PANEL, "All SLOs", 0),
         c.timeseries(BURN_SUMMARY_PANEL, f"Burn rate of every SLO over {first.long.text}",
@@ -193,11 +197,20 @@ def firing_alerts_annotation() -> dict:
     }
 
 
-def build(spec: Spec) -> g.Dashboard:
-    panels = summary_panels(spec)
-    panels += [panel for index, slo in enumerate(spec.slos) for panel in slo_row(spec, slo, index)]
+def as_list(specs: Spec | Sequence[Spec]) -> list[Spec]:
+    """Builders take one spec or the fleet's list (generate.py with several specs)."""
+    return [specs] if isinstance(specs, Spec) else list(specs)
+
+
+def build(specs: Spec | Sequence[Spec]) -> g.Dashboard:
+    """One overview for every SLO of every service given (rows in spec order)."""
+    specs = as_list(specs)
+    panels = summary_panels(specs)
+    pairs = [(spec, slo) for spec in specs for slo in spec.slos]
+    panels += [panel for index, (spec, slo) in enumerate(pairs) for panel in slo_row(spec, slo, index)]
+    services = ", ".join(spec.service for spec in specs)
     return c.dashboard(
         SLO_OVERVIEW_UID, TITLE,
-        f"Service {spec.service}: every SLO of the spec with its budget and burn rates.",
+        f"Service{'s' if len(specs) > 1 else ''} {services}: every SLO of the spec with its budget and burn rates.",
         panels, [firing_alerts_annotation()],
     )

@@ -29,6 +29,13 @@ from sloguard.diagnose.rank import Finding, exit_code, rank
 from sloguard.diagnose.render import RENDERERS
 from sloguard.diagnose.thresholds import from_spec
 
+EXIT_CODES = """exit codes:
+  0  healthy: nothing to report
+  1  findings: the ranked causes are printed, most urgent first
+  2  could not run: no DSN, database unreachable or a database error (the reason is printed)
+`make diagnose` reports any non-zero code as make's own failure (exit 2); scripts that need the code run
+.venv/bin/sloguard-diagnose (the same command) directly."""
+
 
 class Progress:
     """`[3/7] top statements…` on stderr, rewritten in place; silent unless stderr is a terminal."""
@@ -78,7 +85,8 @@ def _sample_seconds(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sloguard.diagnose", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m sloguard.diagnose", description=__doc__.splitlines()[0],
+                                epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dsn", default=os.environ.get("PG_DSN"), help="libpq DSN or URL (default: $PG_DSN)")
     p.add_argument("--prometheus", metavar="URL", help="e.g. http://127.0.0.1:9090: firing alerts, burn rates, pool")
     p.add_argument("--format", choices=sorted(RENDERERS), default="text")

@@ -16,13 +16,14 @@ def sloth_id(spec: model.Spec, slo: model.SLO) -> str:
 
 def slo_labels(spec: model.Spec, slo: model.SLO) -> dict[str, str]:
     """Sloth's identifying labels plus the spec's own labels (sorted, for byte-stable output)."""
-    return {**spec.labels, "sloth_id": sloth_id(spec, slo), "sloth_service": spec.service, "sloth_slo": slo.name}
+    own = dict(sorted({**spec.labels, **slo.labels}.items()))   # per-SLO labels come from Sloth/OpenSLO inputs
+    return {**own, "sloth_id": sloth_id(spec, slo), "sloth_service": spec.service, "sloth_slo": slo.name}
 
 
 def link_annotations(spec: model.Spec, alertname: str) -> dict[str, str]:
     return {
         "runbook_url": f"{spec.links.runbook}#{names.runbook_anchor(alertname)}",
-        "dashboard_url": dashboard_links.dashboard_url(spec.links.grafana, alertname),
+        "dashboard_url": dashboard_links.dashboard_url(spec.links.grafana, alertname, spec.incident_uid),
     }
 
 

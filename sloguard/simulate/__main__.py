@@ -85,8 +85,8 @@ def preflight(repo: str) -> list[str]:
                       (os.path.join(PG_BIN, "initdb"), "apt-get install postgresql-15 (scripts/setup-system.sh)")):
         if not os.access(path, os.X_OK):
             missing.append(f"{path} not found: {fix}")
-    if not os.path.exists(os.path.join(repo, "alerts", "sloguard-rules.yaml")):
-        missing.append("alerts/sloguard-rules.yaml not found: run `make generate`")
+    if not os.path.exists(os.path.join(repo, "demo", "slo.yaml")):
+        missing.append("demo/slo.yaml not found: the replay generates its rules from the demo API's spec")
     if not os.path.exists("/usr/share/postgresql/15/extension/hypopg.control"):
         missing.append("HypoPG not installed: apt-get install postgresql-15-hypopg (scripts/setup-system.sh)")
     return missing
@@ -100,18 +100,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from sloguard.simulate.panels import check_panels
     from sloguard.simulate.promapi import AlertTimeline
+    from sloguard.simulate.replay_view import replay_view
     from sloguard.simulate.report import chart_series, write_outputs
     from sloguard.simulate.scenario import Scenario
     from sloguard.simulate.stack import Stack, exporter_job_from_spec
+    from sloguard.spec import SpecError
 
     def say(text: str) -> None:
         print(text, flush=True)
 
     workdir = tempfile.mkdtemp(prefix="sloguard-sim-")
+    # rules and dashboards from the demo API's own spec: the user's slo.yaml cannot change the replay
+    try:
+        view = replay_view(REPO, workdir)
+    except SpecError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"sloguard.simulate cannot run: {exc}", file=sys.stderr)
+        return 2
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, _on_deadline)
     signal.alarm(args.deadline)    # 0: none. Callers with their own timeout (the tests) give a shorter one.
-    stack = Stack(REPO, workdir, mode, exporter_job_from_spec(REPO), say)
+    stack = Stack(view, workdir, mode, exporter_job_from_spec(view), say)
     t_start = time.time()
     code = 2
     try:
@@ -130,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = scenario.run()
         say("checking every dashboard panel query against the live Prometheus")
         window = f"{mode.min_range_ms // 1000}s"
-        panels = check_panels(REPO, stack.prometheus, outcome.marks.load_start, outcome.marks.end, window)
+        panels = check_panels(view, stack.prometheus, outcome.marks.load_start, outcome.marks.end, window)
         series = chart_series(stack.prometheus, outcome.marks.load_start, outcome.marks.end, window)
         paths = write_outputs(args.out, mode, outcome, list(timeline.records.values()), timeline.events,
                               list(stack.sink.notifications), panels, series, stack.rules_summary)

@@ -6,12 +6,14 @@ tests/test_spec_loader.py keeps the two in agreement.
 """
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass
 
 from sloguard import names, promql
 from sloguard.rules.common import camel
 from sloguard.spec import model
-from sloguard.spec.yamlnodes import YamlError, load_with_lines, render_path
+from sloguard.spec.yamlnodes import YamlError, load_all_with_lines, load_with_lines, render_path
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 # A Prometheus job name as scrape configs write them; also keeps quotes and template braces out of the rules.
@@ -112,20 +114,32 @@ def _kind(value) -> str:
             list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
 
 
-def load_spec(path: str) -> model.Spec:
+def read_text(path: str, what: str = "the spec") -> str:
     try:
         with open(path, "rb") as fh:
             raw = fh.read()
     except OSError as exc:
-        raise SpecError(path, None, "(file)", f"cannot read the spec: {exc.strerror}",
+        raise SpecError(path, None, "(file)", f"cannot read {what}: {exc.strerror}",
                         "pass an existing file with --spec (default slo.yaml)") from None
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
         raise SpecError(path, line, "(file)", f"not UTF-8 text (byte 0x{raw[exc.start]:02x})",
                         "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
-    return parse_spec(text, path)
+
+
+def load_spec(path: str) -> model.Spec:
+    """One sloguard-format spec file (slo.yaml)."""
+    return parse_spec(read_text(path), path)
+
+
+def yaml_documents(text: str, file: str) -> list[tuple[object, dict]]:
+    try:
+        return load_all_with_lines(text)
+    except YamlError as exc:
+        raise SpecError(file, exc.line, render_path(exc.path) if exc.path else "(YAML)", exc.message,
+                        "fix the YAML syntax (indentation, quotes, one value per key)") from None
 
 
 def parse_spec(text: str, file: str = "slo.yaml") -> model.Spec:
@@ -134,6 +148,11 @@ def parse_spec(text: str, file: str = "slo.yaml") -> model.Spec:
     except YamlError as exc:
         raise SpecError(file, exc.line, render_path(exc.path) if exc.path else "(YAML)", exc.message,
                         "fix the YAML syntax (indentation, quotes, one value per key)") from None
+    return spec_from_data(data, lines, file)
+
+
+def spec_from_data(data, lines: dict, file: str) -> model.Spec:
+    """A sloguard-format document (already parsed, with its line map) -> Spec."""
     r = _Reader(file, lines)
     top = r.mapping(data, (), {
         "version": "1", "service": "api", "labels": "{team: api-platform}",
@@ -142,13 +161,38 @@ def parse_spec(text: str, file: str = "slo.yaml") -> model.Spec:
     }, required=("service", "links", "slos", "database"))
     version = top.get("version", SPEC_VERSION)
     if version != SPEC_VERSION or isinstance(version, bool):
-        r.fail(("version",), f"unsupported spec version {version!r}", f"write version: {SPEC_VERSION}")
-    service = r.string(top["service"], ("service",), "service: api")
-    if not NAME_RE.match(service):
-        r.fail(("service",), f"{service!r} is not a valid name", "use lowercase letters, digits, '-' or '_', e.g. api")
+        r.fail(("version",), f"unsupported spec version {version!r}",
+               f"write version: {SPEC_VERSION} (Sloth files say version: prometheus/v1, OpenSLO apiVersion: openslo/v1)")
+    service = service_name(r, top["service"], ("service",))
     labels = _labels(r, top.get("labels", {}))
-    links = r.mapping(top["links"], ("links",), {"runbook": "https://.../runbooks/high-latency-response.md",
-                                                 "grafana": "http://localhost:3000"}, required=("runbook", "grafana"))
+    links = _links(r, top["links"])
+    slos = _slos(r, top["slos"])
+    alerting = _alerting(r, top.get("alerting", DEFAULT_ALERTING))
+    for i, slo in enumerate(slos):
+        check_window(r, slo.window, alerting, ("slos", i, "window"))
+    database = _database(r, top["database"])
+    return model.Spec(service=service, labels=labels, links=links,
+                      slos=tuple(slos), alerting=alerting, database=database, source=file)
+
+
+def service_name(r: _Reader, value, path: tuple) -> str:
+    service = r.string(value, path, "service: api")
+    if not NAME_RE.match(service):
+        r.fail(path, f"{service!r} is not a valid name", "use lowercase letters, digits, '-' or '_', e.g. api")
+    return service
+
+
+def check_window(r: _Reader, window: model.Duration, alerting: model.Alerting, path: tuple) -> None:
+    for tier in (alerting.page, alerting.ticket):
+        for w in tier.windows:
+            if w.long.seconds > window.seconds:
+                r.fail(path, f"window {window.text} is shorter than the burn-rate window {w.long.text}",
+                       f"use an SLO window of at least {w.long.text}")
+
+
+def _links(r: _Reader, value) -> model.Links:
+    links = r.mapping(value, ("links",), {"runbook": "https://.../runbooks/high-latency-response.md",
+                                          "grafana": "http://localhost:3000"}, required=("runbook", "grafana"))
     runbook = _url(r, links["runbook"], ("links", "runbook"))
     if "#" in runbook:
         # every alert appends #<its section>: a URL with its own fragment would end up with two
@@ -156,28 +200,18 @@ def parse_spec(text: str, file: str = "slo.yaml") -> model.Spec:
                f"give the runbook file's URL without '#...', e.g. {runbook.split('#', 1)[0]}; sloguard adds each "
                "alert's section anchor")
     grafana = _url(r, links["grafana"], ("links", "grafana")).rstrip("/")
-    slos = _slos(r, top["slos"])
-    alerting = _alerting(r, top.get("alerting", DEFAULT_ALERTING))
-    for i, slo in enumerate(slos):
-        for tier in (alerting.page, alerting.ticket):
-            for w in tier.windows:
-                if w.long.seconds > slo.window.seconds:
-                    r.fail(("slos", i, "window"), f"window {slo.window.text} is shorter than the burn-rate window "
-                           f"{w.long.text}", f"use an SLO window of at least {w.long.text}")
-    database = _database(r, top["database"])
-    return model.Spec(service=service, labels=labels, links=model.Links(runbook=runbook, grafana=grafana),
-                      slos=tuple(slos), alerting=alerting, database=database, source=file)
+    return model.Links(runbook=runbook, grafana=grafana)
 
 
-def _labels(r: _Reader, value) -> dict[str, str]:
+def _labels(r: _Reader, value, at: tuple = ("labels",)) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        r.fail(("labels",), f"expected a mapping of label name to value, got {_kind(value)}",
+        r.fail(at, f"expected a mapping of label name to value, got {_kind(value)}",
                "write e.g. labels: {team: api-platform}")
     out = {}
     for key, val in value.items():
-        path = ("labels", key)
+        path = at + (key,)
         if not promql.LABEL_NAME_RE.match(key) or key.startswith(RESERVED_LABEL_PREFIXES) or key in RESERVED_LABELS:
             r.fail(path, f"{key!r} cannot be a label name here (invalid or reserved by sloguard/Prometheus)",
                    "use letters, digits and _, not starting with __ or sloth_, e.g. team")
@@ -209,19 +243,7 @@ def _slos(r: _Reader, value) -> list[model.SLO]:
         s = r.mapping(item, path, {"name": "availability", "description": "what the SLO promises",
                                    "objective": "99.9", "window": "30d", "sli": "{events: ...} or {latency: ...}"},
                       required=("name", "objective", "window", "sli"))
-        name = r.string(s["name"], path + ("name",), "availability")
-        if not NAME_RE.match(name):
-            r.fail(path + ("name",), f"{name!r} is not a valid SLO name",
-                   "use lowercase letters, digits, '-' or '_', starting with a letter, e.g. availability")
-        alert = camel(name) + names.BURN_RATE_ALERT_SUFFIX
-        if len(alert) > MAX_ALERT_NAME:
-            r.fail(path + ("name",), f"{name!r} makes the alert name {alert!r} longer than {MAX_ALERT_NAME} characters",
-                   f"shorten the SLO name to at most {MAX_ALERT_NAME - len(names.BURN_RATE_ALERT_SUFFIX)} letters "
-                   "(not counting '-' and '_')")
-        if name in seen:
-            r.fail(path + ("name",), f"duplicate SLO name {name!r} (also slos[{seen[name]}])",
-                   "give every SLO a unique name")
-        seen[name] = i
+        name = slo_name(r, s["name"], path + ("name",), seen)
         description = s.get("description", "")
         if not isinstance(description, str):
             r.fail(path + ("description",), f"expected a string, got {_kind(description)}", "quote the text")
@@ -231,6 +253,24 @@ def _slos(r: _Reader, value) -> list[model.SLO]:
         slos.append(model.SLO(name=name, description=description.strip(), objective=round(objective / 100, 12),
                               window=window, sli=sli))
     return slos
+
+
+def slo_name(r: _Reader, value, path: tuple, seen: dict) -> str:
+    """A valid, unique SLO name (its burn-rate alert name must stay within mixtool's 40 characters).
+    `seen` maps names to the path they were first seen at."""
+    name = r.string(value, path, "availability")
+    if not NAME_RE.match(name):
+        r.fail(path, f"{name!r} is not a valid SLO name",
+               "use lowercase letters, digits, '-' or '_', starting with a letter, e.g. availability")
+    alert = camel(name) + names.BURN_RATE_ALERT_SUFFIX
+    if len(alert) > MAX_ALERT_NAME:
+        r.fail(path, f"{name!r} makes the alert name {alert!r} longer than {MAX_ALERT_NAME} characters",
+               f"shorten the SLO name to at most {MAX_ALERT_NAME - len(names.BURN_RATE_ALERT_SUFFIX)} letters "
+               "(not counting '-' and '_')")
+    if name in seen:
+        r.fail(path, f"duplicate SLO name {name!r} (also {render_path(seen[name])})", "give every SLO a unique name")
+    seen[name] = path[:-1]
+    return name
 
 
 def _sli(r: _Reader, value, path: tuple) -> model.EventsSLI | model.LatencySLI:
@@ -382,3 +422,97 @@ class _Field:
 
     def sel(self, key, example) -> str:
         return self.r.selector(self.raw[key], self.path + (key,), example)
+
+
+# ------------------------------------------------------------------------------------- other formats, many files
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What a Sloth or OpenSLO file cannot say and sloguard needs: links, burn-rate tiers, the database section.
+    Read from a partial sloguard spec (`generate.py --defaults FILE`)."""
+    labels: dict[str, str]
+    links: model.Links
+    alerting: model.Alerting
+    database: model.Database
+    file: str
+
+
+def load_defaults(path: str) -> Defaults:
+    docs = yaml_documents(read_text(path, "the defaults file"), path)
+    data, lines = docs[0] if len(docs) == 1 else (None, {})
+    r = _Reader(path, lines)
+    top = r.mapping(data, (), {"version": "1", "labels": "{team: api-platform}",
+                               "links": "{runbook: https://..., grafana: http://localhost:3000}",
+                               "alerting": "burn-rate windows", "database": "database alert thresholds"},
+                    required=("links", "database"))
+    version = top.get("version", SPEC_VERSION)
+    if version != SPEC_VERSION or isinstance(version, bool):
+        r.fail(("version",), f"unsupported spec version {version!r}", f"write version: {SPEC_VERSION}")
+    return Defaults(labels=_labels(r, top.get("labels", {})), links=_links(r, top["links"]),
+                    alerting=_alerting(r, top.get("alerting", DEFAULT_ALERTING)), database=_database(r, top["database"]),
+                    file=path)
+
+
+def detect_format(data) -> str:
+    """'sloth' (version: prometheus/v1), 'openslo' (apiVersion: openslo/...), else 'sloguard'."""
+    if isinstance(data, dict):
+        if data.get("version") == "prometheus/v1":
+            return "sloth"
+        if isinstance(data.get("apiVersion"), str) and data["apiVersion"].startswith("openslo/"):
+            return "openslo"
+    return "sloguard"
+
+
+def load_specs(path: str, defaults: Defaults | None = None) -> list[model.Spec]:
+    """Every service in one file, whatever its format: sloguard (one document), Sloth prometheus/v1 (one service
+    per document) or OpenSLO v1 (SLO documents, one service per `spec.service`). Sloth and OpenSLO need
+    `defaults` for what they cannot express."""
+    # the format modules read fields with this module's _Reader: imported here, not at the top, to avoid a cycle
+    from sloguard.spec import openslo, sloth
+
+    docs = yaml_documents(read_text(path), path)
+    if not docs:
+        raise SpecError(path, None, "(file)", "the file is empty", "write a spec (see slo.yaml)")
+    kind = detect_format(docs[0][0])
+    if kind == "sloguard":
+        if len(docs) > 1:
+            raise SpecError(path, docs[1][1].get((), None), "(file)", "a sloguard spec is one YAML document",
+                            "put each service in its own file (generate.py --spec takes a directory)")
+        return [spec_from_data(docs[0][0], docs[0][1], path)]
+    if defaults is None:
+        name = "Sloth prometheus/v1" if kind == "sloth" else "OpenSLO"
+        raise SpecError(path, 1, "(file)", f"a {name} spec has no links nor database section, which sloguard needs",
+                        "pass --defaults FILE: a sloguard spec with links, database (and optionally alerting, "
+                        "labels) but no service or slos, e.g. tests/specs/sloth/defaults.yaml")
+    if kind == "sloth":
+        return [sloth.convert(data, lines, path, defaults) for data, lines in docs]
+    return openslo.convert(docs, path, defaults)
+
+
+def spec_files(path: str) -> list[str]:
+    """A spec file, or every *.yaml / *.yml file of a directory (sorted, not recursive)."""
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, name) for name in os.listdir(path)
+                       if name.endswith(SPEC_SUFFIXES) and os.path.isfile(os.path.join(path, name)))
+        if not files:
+            raise SpecError(path, None, "(directory)", "no *.yaml or *.yml spec file in the directory",
+                            "put one spec file per service in it, or pass a file")
+        return files
+    return [path]
+
+
+def load_paths(paths: list[str], defaults_path: str | None = None) -> list[model.Spec]:
+    """Every service of every --spec (files or directories, any supported format), in order."""
+    defaults = load_defaults(defaults_path) if defaults_path else None
+    # the defaults file may sit in the spec directory: it is not a service
+    skip = os.path.realpath(defaults_path) if defaults_path else None
+    return [spec for path in paths for file in spec_files(path) if os.path.realpath(file) != skip
+            for spec in load_specs(file, defaults)]
+
+
+# The field readers the Sloth and OpenSLO converters share with this loader (public names for them).
+Reader = _Reader
+labels_field = _labels

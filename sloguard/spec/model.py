@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sloguard.dashboard_links import INCIDENT_UID
+
 
 @dataclass(frozen=True)
 class Duration:
@@ -33,6 +35,7 @@ class SLO:
     objective: float          # ratio, e.g. 0.999
     window: Duration
     sli: EventsSLI | LatencySLI
+    labels: dict[str, str] = field(default_factory=dict)   # per-SLO labels (Sloth, OpenSLO inputs); native: none
 
     @property
     def error_budget(self) -> float:
@@ -137,3 +140,7 @@ class Spec:
     alerting: Alerting
     database: Database
     source: str = field(default="slo.yaml", compare=False)   # file it was loaded from, for messages
+    # uid of this service's incident dashboard: the single-spec default, or a per-service uid in a fleet run
+    incident_uid: str = INCIDENT_UID
+    # what a converted spec (Sloth, OpenSLO) could not carry over and the generator should say (not fatal)
+    notes: tuple[str, ...] = field(default=(), compare=False)

@@ -38,6 +38,31 @@ def load_with_lines(text: str) -> tuple[object, dict[Path, int]]:
         loader.dispose()
 
 
+def load_all_with_lines(text: str) -> list[tuple[object, dict[Path, int]]]:
+    """Every document of a multi-document stream (`---` separated), each as (value, {path: line}).
+    Empty documents are skipped. Raises YamlError as load_with_lines does."""
+    loader = _Loader(text)
+    out = []
+    try:
+        while True:
+            try:
+                if not loader.check_node():
+                    break
+                node = loader.get_node()
+            except yaml.MarkedYAMLError as exc:
+                mark = exc.problem_mark or exc.context_mark
+                raise YamlError(mark.line + 1 if mark else None, (), f"not valid YAML: {exc.problem or exc}") from None
+            except yaml.YAMLError as exc:
+                raise YamlError(None, (), f"not valid YAML: {exc}") from None
+            if node is None or (isinstance(node, yaml.ScalarNode) and node.value == "" and node.tag.endswith("null")):
+                continue
+            lines: dict[Path, int] = {}
+            out.append((_convert(loader, node, (), lines), lines))
+    finally:
+        loader.dispose()
+    return out
+
+
 def _convert(loader, node: yaml.Node, path: Path, lines: dict[Path, int]) -> object:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
