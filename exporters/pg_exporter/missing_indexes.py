@@ -14,9 +14,9 @@ Before any EXPLAIN, pginsight.blind.precheck looks at the tables each statement 
   served as last-known (LAST_KNOWN_AGE_SECONDS{object=queryid}); checked again next scrape, which costs no EXPLAIN;
 - a table the role may not SELECT (pg_monitor alone): not planned; collector_success 0 and one log line with the
   exact GRANT; never cached, so the scrape after the GRANT uses it.
-A statement that still fails on a lock, the time budget or a planning error backs off (30 s, doubling, at most the
-recheck period) instead of being retried every scrape; a lock-timed-out one is retried as soon as none of its tables
-is locked. Statements without an answer are counted in MISSING_INDEX_BLIND_STATEMENTS{reason}: any exception the
+A statement that still fails on a lock (e.g. it reads a view over the locked table), the time budget or a planning
+error backs off (30 s, doubling, at most the recheck period) instead of being retried every scrape; a lock-timed-out
+one is retried as soon as none of the tables locked when it gave up is locked any more. Statements without an answer are counted in MISSING_INDEX_BLIND_STATEMENTS{reason}: any exception the
 advisor raises with a str `reason` attribute is counted under that reason (and cached like an answer).
 """
 from __future__ import annotations
@@ -54,6 +54,10 @@ class _Backoff:
     failures: int
     retry_at: float
     reason: str
+    locked: frozenset[int] = frozenset()   # lock_timeout: tables locked exclusively when it gave up
+
+
+_NO_BACKOFF = _Backoff(0, 0.0, "")
 
 
 class MissingIndexesCollector:
@@ -120,6 +124,9 @@ class MissingIndexesCollector:
             before = blind.precheck(ctx.conn, texts)
             denied = [b for b in before.values() if b.reason == blind.PERMISSION_DENIED]
             evaluated, stop = 0, None
+            locked_now = None   # read once, only when a lock-timed-out statement waits for its locks to go
+            if any(self._backoff.get((db, s.queryid), _NO_BACKOFF).reason == blind.LOCK_TIMEOUT for s in due):
+                locked_now = queries.exclusively_locked_tables(ctx.conn)
             for s in due:
                 key = (db, s.queryid)
                 text = texts.get(s.queryid)
@@ -130,7 +137,9 @@ class MissingIndexesCollector:
                     unanswered[s.queryid] = before[s.queryid].reason
                     continue
                 waiting = self._backoff.get(key)
-                if waiting and waiting.retry_at > now and not self._lock_gone(waiting, text):
+                if waiting and waiting.retry_at > now and not (
+                        waiting.reason == blind.LOCK_TIMEOUT and locked_now is not None
+                        and not waiting.locked & locked_now):
                     unanswered[s.queryid] = waiting.reason
                     continue
                 if stop is None and (evaluated >= opts.missing_index_per_scrape or time.perf_counter() >= deadline):
@@ -145,8 +154,6 @@ class MissingIndexesCollector:
                     unanswered[s.queryid] = reason
                     if reason == blind.PERMISSION_DENIED:
                         denied.append(failure)
-                    elif reason == blind.LOCK_TIMEOUT:
-                        stop = blind.TIME_BUDGET   # the same lock is likely in the way of the next ones: stop here
             if denied:
                 ctx.degrade(self.name, f"role {ctx.caps.user!r} cannot EXPLAIN {len(denied)} slow statement(s): "
                             "pg_monitor grants statistics, not SELECT on tables (EXPLAIN reads no rows, but needs "
@@ -191,7 +198,8 @@ class MissingIndexesCollector:
         previous = self._backoff.get(key)
         failures = previous.failures + 1 if previous else 1
         delay = min(BACKOFF_SECONDS * 2 ** (failures - 1), ctx.options.missing_index_recheck_seconds)
-        self._backoff[key] = _Backoff(failures, now + delay, reason)
+        locked = queries.exclusively_locked_tables(ctx.conn) if reason == blind.LOCK_TIMEOUT else frozenset()
+        self._backoff[key] = _Backoff(failures, now + delay, reason, locked)
         level = logging.INFO if failures == 1 else logging.DEBUG
         what = {blind.LOCK_TIMEOUT: f"waited the lock timeout (a lock on a table it reads: see "
                                     f"{names.LOCK_BLOCKER_WAITING_SESSIONS}); retried as soon as no table it names "
@@ -201,11 +209,6 @@ class MissingIndexesCollector:
                               "retried")
         log.log(level, "missing-index check of queryid %s %s in %.0f s", key[1], what, delay)
         return reason, None
-
-    @staticmethod
-    def _lock_gone(waiting: _Backoff, text: str) -> bool:
-        """A lock-timed-out statement whose tables are known and none locked now (the precheck said so) may retry."""
-        return waiting.reason == blind.LOCK_TIMEOUT and blind.statement_relations(text) is not None
 
     def _forget(self, now: float, recheck: float) -> None:
         """Statements that left the slow list long ago leave the cache, so it stays bounded."""

@@ -343,6 +343,11 @@ def lock_waiters(conn: psycopg.Connection) -> list[LockWaiter]:
             for r in conn.execute(LOCK_WAITERS_SQL)]
 
 
+def exclusively_locked_tables(conn: psycopg.Connection) -> frozenset[int]:
+    """Oids of the tables another session holds or awaits ACCESS EXCLUSIVE on (see EXCLUSIVELY_LOCKED_TABLES)."""
+    return frozenset(r[0] for r in conn.execute("SELECT unnest(" + EXCLUSIVELY_LOCKED_TABLES + ")", prepare=False))
+
+
 def lock_sessions(conn: psycopg.Connection) -> list[LockSession]:
     """Every session in a lock queue, all databases (see pginsight.lockqueue for the root blockers)."""
     out = []
