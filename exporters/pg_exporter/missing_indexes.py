@@ -244,8 +244,9 @@ class MissingIndexesCollector:
                 if sug.cost_after is not None:
                     after.add_metric(lv, sug.cost_after)
         blind_fam = GaugeMetricFamily(names.MISSING_INDEX_BLIND_STATEMENTS, "Slow statements the advisor has no "
-                                      "answer for, by reason (permission_denied: GRANT SELECT; table_locked: a lock, "
-                                      "not an index, is in the way).", labels=["datname", "reason"])
+                                      "answer for, by reason (permission_denied: the role may not read a table it "
+                                      "names; table_locked: a lock, not an index, is in the way).",
+                                      labels=["datname", "reason"])
         self._reasons_seen |= {(db, r) for r in blind_count} | {(db, blind.PERMISSION_DENIED)}
         for seen_db, reason in sorted(self._reasons_seen):
             if seen_db == db:
