@@ -113,3 +113,35 @@ def test_diagnose_names_the_grant_without_contradicting_itself(monitored):
                                                                    ("fulfilment", "shipments")}
     assert not any("GRANT" in n or "migrations" in n for n in ev.notes), ev.notes
     assert ev.migration is not None and ev.migration.version == "7"
+
+
+def test_readme_role_setup_runs_and_covers_tables_created_later(pg_cluster, repo_root):
+    """The README's role set-up, run as written (psql meta-commands aside): the role can EXPLAIN today's tables and,
+    through ALTER DEFAULT PRIVILEGES, a table the migration role creates afterwards."""
+    import os
+    import re
+    with open(os.path.join(repo_root, "exporters/pg_exporter/README.md")) as f:
+        md = f.read()
+    section = md.split("## Database role (pg_monitor)")[1].split("\n## ")[0]
+    (block,) = re.findall(r"^```sql\n(.*?)^```", section, flags=re.S | re.M)
+    sql = "\n".join(line for line in block.splitlines() if not line.lstrip().startswith("\\"))
+    with pg_cluster.database("readme_role") as dsn:
+        pg_cluster.psql("DROP ROLE IF EXISTS app_owner; CREATE ROLE app_owner; DROP ROLE IF EXISTS sloguard_exporter")
+        pg_cluster.psql("GRANT CREATE ON SCHEMA public TO app_owner; SET ROLE app_owner; "
+                        "CREATE TABLE schema_migrations (version text, applied_at timestamptz); "
+                        "CREATE TABLE parcels (id int PRIMARY KEY, depot text)", "readme_role")
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(sql)
+                conn.execute("SET ROLE app_owner")
+                conn.execute("CREATE TABLE returns (id int PRIMARY KEY, parcel_id int)")   # a later migration
+                conn.execute("RESET ROLE")
+                granted = {t: conn.execute("SELECT has_table_privilege('sloguard_exporter', %s, 'SELECT')",
+                                           (t,)).fetchone()[0] for t in ("schema_migrations", "parcels", "returns")}
+                monitor = conn.execute("SELECT pg_has_role('sloguard_exporter', 'pg_monitor', 'USAGE')").fetchone()[0]
+                conn.execute("DROP OWNED BY sloguard_exporter")
+        finally:
+            pg_cluster.psql("DROP OWNED BY app_owner", "readme_role")
+    pg_cluster.psql("DROP ROLE IF EXISTS sloguard_exporter; DROP ROLE IF EXISTS app_owner")
+    assert granted == {"schema_migrations": True, "parcels": True, "returns": True}
+    assert monitor
