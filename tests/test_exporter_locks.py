@@ -89,9 +89,7 @@ def test_scrape_under_a_held_lock_is_fast_complete_and_names_the_blocker(shop):
         text = exp.scrape_text()
     finally:
         scene.close()
-        exp.stop()
-    log = exp.log()
-    exp.cleanup()
+        log = exp.finish()
     # the bound: every scrape under the lock answers in under a second (before: 5 s, 10 s with a cold cache)
     assert max(timings) < 1.0, timings
     for collector in names.COLLECTORS:
