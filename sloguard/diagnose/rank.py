@@ -36,9 +36,24 @@ class Finding:
 
 
 def build_sql(sug: advisor.IndexSuggestion) -> str:
-    """The exact statements to run, one per line: no lock timeout, no statement timeout, CONCURRENTLY, then a check
-    that fails loudly on an INVALID index (see pginsight.advisor.safe_build_statements for why)."""
-    return "\n".join(advisor.safe_build_statements(sug.schemaname, sug.relname, tuple(sug.columns)))
+    """The exact statements to run, one per line: no lock timeout, no statement timeout, CONCURRENTLY (a partial
+    index keeps its WHERE), then a check that fails loudly on an INVALID index (pginsight.advisor.safe_build_statements
+    says why)."""
+    return "\n".join(advisor.build_statements(sug))
+
+
+def index_label(sug: advisor.IndexSuggestion) -> str:
+    """`public.jobs (status) WHERE status <> 'done'`: the table, the columns and a partial index's predicate."""
+    return (f"{sug.schemaname}.{sug.relname} ({', '.join(sug.columns)})"
+            + (f" WHERE {sug.where}" if sug.where else ""))
+
+
+def values_note(sug: advisor.IndexSuggestion) -> str:
+    """On a skewed column, the values HypoPG showed the index wins for and those it does not; "" when it wins for
+    every value tried (nothing to warn about)."""
+    if not sug.not_for:
+        return ""
+    return f"wins for {', '.join(sug.wins_for) or 'no value tried'}; not for {', '.join(sug.not_for)}"
 
 
 def _short(sql: str | None, width: int = 160) -> str:
@@ -115,18 +130,23 @@ def index_findings(db: DatabaseEvidence) -> list[Finding]:
         cost = (f"plan cost {sug.cost_before:,.0f} -> {sug.cost_after:,.2f} with HypoPG"
                 if sug.verified and sug.cost_after is not None else f"plan cost {sug.cost_before:,.0f}, "
                 "unverified (no HypoPG)")
-        detail = f"{cost}; statement {sug.queryid}: {_short(stmt.query if stmt else None)}"
+        # the join key it serves (an unindexed foreign key), then for which values it wins (skewed columns)
+        detail = "; ".join(x for x in (sug.detail, values_note(sug), cost) if x)
+        detail += f"; statement {sug.queryid}: {_short(stmt.query if stmt else None)}"
         if stmt:
             mean, recent = db.mean_now(stmt)
             detail += f" ({stmt.calls} calls, mean {mean * 1000:.1f} ms{' recently' if recent else ''})"
         gain = sug.cost_before / max(sug.cost_after or sug.cost_before, 0.01)
         out.append(Finding("missing_index", "warning",
-                           f"missing index on {sug.schemaname}.{sug.relname} ({', '.join(sug.columns)})",
+                           f"missing {'partial ' if sug.where else ''}index on {index_label(sug)}",
                            detail, build_sql(sug), gain,
                            {"table": f"{sug.schemaname}.{sug.relname}", "columns": list(sug.columns),
+                            "where": sug.where, "kind": sug.kind, "join": sug.detail,
+                            "wins_for": list(sug.wins_for), "not_for": list(sug.not_for),
                             "queryid": sug.queryid, "verified": sug.verified, "cost_before": sug.cost_before,
                             "cost_after": sug.cost_after, "ddl": build_sql(sug),
-                            "index": f"{sug.schemaname}.{advisor.index_name(sug.relname, tuple(sug.columns))}"},
+                            "index": f"{sug.schemaname}."
+                                     f"{advisor.index_name(sug.relname, tuple(sug.columns), sug.where)}"},
                            action_is_sql=True))
     return out
 

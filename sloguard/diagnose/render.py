@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 from sloguard.diagnose.collect import DatabaseEvidence
 from sloguard.diagnose.prom import PrometheusEvidence
-from sloguard.diagnose.rank import Finding
+from sloguard.diagnose.rank import Finding, index_label, values_note
 from sloguard.pginsight import window
 
 TOP = 5
@@ -39,9 +39,8 @@ def _sections(db: DatabaseEvidence, prom: PrometheusEvidence | None) -> list[tup
     stmt_header = ["queryid", "calls", "total s", "mean ms", f"last {db.sample_seconds:.0f} s mean ms" if db.sample_seconds else "recent mean ms", "statement"]
     tables = [[f"{t.schemaname}.{t.relname}", f"{t.live_rows:,}", f"{t.seq_scan:,}", f"{t.seq_tup_read:,}",
                f"{t.idx_scan:,}"] for t in db.tables if t.seq_scan][:TOP]
-    idx = [[f"{s.schemaname}.{s.relname} ({', '.join(s.columns)})", f"{s.cost_before:,.0f}",
-            "-" if s.cost_after is None else f"{s.cost_after:,.2f}", "yes" if s.verified else "no", s.queryid]
-           for s in db.suggestions]
+    idx = [[index_label(s), f"{s.cost_before:,.0f}", "-" if s.cost_after is None else f"{s.cost_after:,.2f}",
+            "yes" if s.verified else "no", s.queryid, s.detail or values_note(s) or "-"] for s in db.suggestions]
     locks = [[w.pid, f"{w.waiting_seconds:.0f}", ", ".join(map(str, w.blocking_pids)) or "-", w.wait_event]
              for w in db.lock_waiters]
     blockers = [[r.pid, r.session.state or r.session.backend_type, f"{r.age_seconds:.0f}",
@@ -57,7 +56,7 @@ def _sections(db: DatabaseEvidence, prom: PrometheusEvidence | None) -> list[tup
         ("Top statements by mean time", stmt_header, [stmt(s) for s in _by_mean(db)]),
         ("Large tables read by sequential scans", ["table", "live rows", "seq scans", "rows seq-read", "idx scans"],
          tables),
-        ("Candidate indexes (HypoPG)", ["index", "cost before", "cost after", "verified", "queryid"], idx),
+        ("Candidate indexes (HypoPG)", ["index", "cost before", "cost after", "verified", "queryid", "serves"], idx),
         ("Lock waits", ["pid", "waiting s", "blocked by", "wait event"], locks),
         ("Root blockers", ["pid", "state", "age s", "holds", "queued", "DDL pids", "queryid", "statement"],
          blockers),
