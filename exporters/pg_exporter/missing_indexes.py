@@ -30,7 +30,7 @@ import psycopg
 from prometheus_client.core import GaugeMetricFamily
 
 from sloguard import names
-from sloguard.pginsight import advisor, blind, queries, window
+from sloguard.pginsight import advisor, blind, planner, queries, window
 
 from .base import ScrapeContext
 
@@ -187,7 +187,7 @@ class MissingIndexesCollector:
     def _failed(self, ctx: ScrapeContext, key: Key, text: str, e: Exception,
                 now: float) -> tuple[str | None, blind.Blind | None]:
         reason = blind.reason_of(e)
-        if reason is None:   # nothing to plan (not a SELECT/UPDATE/DELETE on user tables): an answer, cached
+        if reason in blind.NOTHING_TO_PLAN:   # not a SELECT/UPDATE/DELETE on user tables: an answer, cached
             self._cache[key] = _Entry(now, [])
             return None, None
         if reason == blind.PERMISSION_DENIED:   # the precheck could not tell (unparsed text): never cached
@@ -205,7 +205,7 @@ class MissingIndexesCollector:
                                     f"{names.LOCK_BLOCKER_WAITING_SESSIONS}); retried as soon as no table it names "
                                     "is locked, else",
                 blind.TIME_BUDGET: "ran out of the advisor's time budget (--missing-index.budget-seconds); retried",
-                }.get(reason, f"cannot be planned ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                }.get(reason, f"cannot be planned ({planner.first_line(e)}); "
                               "retried")
         log.log(level, "missing-index check of queryid %s %s in %.0f s", key[1], what, delay)
         return reason, None

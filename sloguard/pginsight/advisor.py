@@ -23,13 +23,13 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psycopg
 
-from . import planner
+from . import blind, planner
+from .blind import PERMISSION_DENIED  # noqa: F401 - re-exported: a reason of Advice
 from .colstats import DEFAULT_RANGE_SELECTIVITY, Probe, Skew, column_stats, find_skew, selectivity  # noqa: F401
 from .planner import STATEMENT_NAME  # noqa: F401 - re-exported
 from .sqltext import (  # noqa: F401 - re-exported: the advisor's public API
@@ -43,6 +43,7 @@ from .sqltext import (  # noqa: F401 - re-exported: the advisor's public API
     parse_array_text,
     parse_filter,
     plannable,
+    quote_ident,
     to_dollar_params,
 )
 
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 MIN_COST_REDUCTION = 0.5      # Dexter: keep an index only if it halves the plan cost
 TARGET_ROWS = 50              # PgHero: add columns until fewer rows than this remain
 MAX_INDEX_COLUMNS = 3
-PERMISSION_DENIED = "permission_denied"   # blind reason: EXPLAIN needs SELECT on the tables
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class IndexSuggestion:
 class Advice:
     """One statement's outcome: suggestions, or why it could not be examined (`reason`, a small fixed set)."""
     suggestions: list[IndexSuggestion]
-    reason: str | None = None    # None: examined; else NOT_A_QUERY, NO_USER_TABLE, UNPLANNABLE_TEXT, ...
+    reason: str | None = None    # None: examined; else NOT_A_QUERY, UNPLANNABLE_TEXT, ... (blind.reason_of)
     detail: str = ""             # the first line of the error, for a log (no parameter values: plans have none)
     rewritten: bool = False      # planned after re-printing a normalized text as valid SQL
 
@@ -144,10 +144,6 @@ def _covered(candidate: tuple[str, ...], existing: list[list[str]]) -> bool:
 
 
 # --- DDL ---------------------------------------------------------------------------------------------------------
-
-def quote_ident(name: str) -> str:
-    return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
-
 
 def index_name(table: str, columns: tuple[str, ...], where: str | None = None) -> str:
     return "_".join((table, *columns, "partial_idx" if where else "idx"))[:63]
@@ -384,19 +380,6 @@ def _suggest_for_scan(conn, plans: planner.Planner, plan: dict, scan: _Scan, hyp
 
 # --- many statements ---------------------------------------------------------------------------------------------
 
-def blind_reason(exc: BaseException) -> str:
-    """The reason label for a statement the advisor could not examine, from what suggest_for_query raised."""
-    if isinstance(exc, UnsupportedStatement):
-        return exc.reason
-    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-        return PERMISSION_DENIED
-    if isinstance(exc, psycopg.errors.LockNotAvailable):
-        return "lock_timeout"
-    if isinstance(exc, psycopg.errors.QueryCanceled):
-        return "timeout"
-    return UNPLANNABLE_TEXT if isinstance(exc, psycopg.errors.DatabaseError) else "error"
-
-
 def advise(conn: psycopg.Connection, sql: str, *, use_hypopg: bool = True, min_live_rows: int = 10_000,
            queryid: int | None = None) -> Advice:
     """suggest_for_query that returns why a statement was not examined instead of raising for it.
@@ -410,7 +393,7 @@ def advise(conn: psycopg.Connection, sql: str, *, use_hypopg: bool = True, min_l
     except (psycopg.errors.QueryCanceled, psycopg.OperationalError):
         raise
     except (UnsupportedStatement, psycopg.errors.DatabaseError) as e:
-        return Advice([], blind_reason(e), str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        return Advice([], blind.reason_of(e), planner.first_line(e))
 
 
 def advise_statements(conn: psycopg.Connection, statements: Iterable, *, use_hypopg: bool = True,

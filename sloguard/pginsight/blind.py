@@ -5,8 +5,8 @@ Checked before any EXPLAIN, from the tables a statement names (parsed with pglas
   ALTER TABLE), so the statement is not planned now: `table_locked`;
 - a table (or schema) the role may not read: EXPLAIN fails with "permission denied" (pg_monitor grants statistics,
   not SELECT): `permission_denied`, with the exact GRANT that fixes it.
-Errors the advisor raises anyway map to a reason with reason_of(); an advisor exception that carries a `reason`
-attribute (a str) is counted under that reason as is, so new reasons need no change here.
+Errors the advisor raises anyway map to a reason with reason_of() (advisor.advise() uses it too); an advisor exception
+that carries a `reason` attribute (a str) is counted under that reason as is, so new reasons need no change here.
 """
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ from pglast.parser import ParseError
 from pglast.visitors import Visitor
 
 from . import queries
-from .advisor import quote_ident
-from .sqltext import UnsupportedStatement, to_dollar_params
+from .sqltext import NO_USER_TABLE, NOT_A_QUERY, UnsupportedStatement, quote_ident, to_dollar_params
 
 PERMISSION_DENIED = "permission_denied"   # the role lacks SELECT (or schema USAGE): the operator must GRANT
 TABLE_LOCKED = "table_locked"             # a table it reads is exclusively locked: not planned, nothing waited
@@ -29,8 +28,7 @@ TIME_BUDGET = "time_budget"               # the per-scrape advisor time budget r
 NO_TEXT = "no_text"                       # pg_stat_statements holds no text for it
 PLANNING_ERROR = "planning_error"         # PostgreSQL refused to plan the text (other errors)
 # Advisor reasons that mean "nothing an index would change" (an INSERT, a monitoring query): an answer, not blindness.
-# The advisor names them in its UnsupportedStatement.reason (sqltext.NOT_A_QUERY, NO_USER_TABLE on the advisor branch).
-NOTHING_TO_PLAN = frozenset({"not_a_query", "no_user_table"})
+NOTHING_TO_PLAN = frozenset({NOT_A_QUERY, NO_USER_TABLE})
 
 # One row per named relation: schema-qualified names match that schema, others the session's search_path (first
 # hit), as the planner would. No to_regclass(): it raises on a schema without USAGE instead of saying so.
@@ -145,13 +143,15 @@ def from_permission_error(exc: BaseException) -> Blind:
     return Blind(PERMISSION_DENIED, ((schema, table),))
 
 
-def reason_of(exc: BaseException) -> str | None:
-    """The blind reason for an advisor error; None when the statement simply has nothing to plan (not blind)."""
+def reason_of(exc: BaseException) -> str:
+    """The reason label for a statement the advisor could not examine, from what it raised (advisor.advise() and the
+    exporter both use it): an exception's own str `reason` as is (UnsupportedStatement's: sqltext's reasons, some of
+    them NOTHING_TO_PLAN), else by error class."""
     reason = getattr(exc, "reason", None)
     if isinstance(reason, str) and reason:
-        return None if reason in NOTHING_TO_PLAN else reason
+        return reason
     if isinstance(exc, UnsupportedStatement):
-        return None   # an INSERT, a catalogue query...: nothing to index, as today
+        return NOT_A_QUERY
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return PERMISSION_DENIED
     if isinstance(exc, psycopg.errors.LockNotAvailable):

@@ -28,7 +28,8 @@ _TEXT_ERRORS = (psycopg.ProgrammingError, psycopg.DataError)
 _PARAM_TYPE = re.compile(r"parameter \$(\d+)")
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """An error's first line (no parameter values: plans have none), for a log or a report."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
@@ -48,20 +49,20 @@ class Planner:
                 return self.plan()
             except psycopg.errors.SyntaxError as e:
                 if self.rewritten:
-                    raise UnsupportedStatement(f"cannot plan the statement: {_first_line(e)}", UNPLANNABLE_TEXT) from e
+                    raise UnsupportedStatement(f"cannot plan the statement: {first_line(e)}", UNPLANNABLE_TEXT) from e
                 self.sql, self.rewritten = normalized_to_sql(self.sql), True
             except psycopg.errors.IndeterminateDatatype as e:
                 m = _PARAM_TYPE.search(str(e))
                 n = int(m.group(1)) if m else 0
                 if not 0 < n <= self.nparams or self.types[n - 1] != "unknown":
-                    raise UnsupportedStatement(f"cannot plan the statement: {_first_line(e)}", UNPLANNABLE_TEXT) from e
+                    raise UnsupportedStatement(f"cannot plan the statement: {first_line(e)}", UNPLANNABLE_TEXT) from e
                 self.types[n - 1] = "text"
             except _UNDEFINED as e:
-                raise UnsupportedStatement(f"cannot plan the statement: {_first_line(e)}", UNDEFINED_OBJECT) from e
+                raise UnsupportedStatement(f"cannot plan the statement: {first_line(e)}", UNDEFINED_OBJECT) from e
             except psycopg.errors.InsufficientPrivilege:
                 raise   # a grant fixes it: the caller reports it as such, not as a bad text
             except _TEXT_ERRORS as e:
-                raise UnsupportedStatement(f"cannot plan the statement: {_first_line(e)}", UNPLANNABLE_TEXT) from e
+                raise UnsupportedStatement(f"cannot plan the statement: {first_line(e)}", UNPLANNABLE_TEXT) from e
         raise UnsupportedStatement("cannot plan the statement: parameter types unresolved", UNPLANNABLE_TEXT)
 
     def plan(self, values: dict[int, str] | None = None, savepoint: bool = True) -> dict:

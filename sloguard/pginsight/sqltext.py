@@ -23,6 +23,10 @@ UNPLANNABLE_TEXT = "unplannable_text"    # the text cannot be planned, even rewr
 UNDEFINED_OBJECT = "undefined_object"    # a table/column/function this session cannot see (dropped, temporary)
 
 
+def quote_ident(name: str) -> str:
+    return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
+
+
 class UnsupportedStatement(ValueError):
     """Not a single SELECT/UPDATE/DELETE on user tables that this session can plan: nothing to advise."""
 
