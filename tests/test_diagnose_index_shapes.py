@@ -7,11 +7,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from sloguard.diagnose.collect import collect, connect
-from sloguard.diagnose.rank import rank
 from sloguard.diagnose.render import render_markdown, render_text
 from sloguard.diagnose.thresholds import Thresholds
 from tests.advisor_support import shapes_sql
+from tests.diagnose_support import diagnose_now
 
 DB = "diag_index_shapes"
 FAILED_JOBS = "SELECT id, payload FROM jobs WHERE status = %s"
@@ -28,12 +27,7 @@ def report(pg_cluster):
             for i in range(20):
                 app.execute(FAILED_JOBS, ("failed",)).fetchall()
                 app.execute(CUSTOMER_INVOICES, (f"C{i * 37 + 1}",)).fetchall()
-        conn = connect(dsn)
-        try:
-            ev = collect(conn, DB, TH, sample_seconds=0)
-        finally:
-            conn.close()
-        yield dsn, ev, rank(ev, None, TH)
+        yield (dsn, *diagnose_now(dsn, TH))
 
 
 def _index_finding(findings, table: str):

@@ -14,9 +14,9 @@ import psycopg
 import pytest
 
 from sloguard import names
-from sloguard.diagnose.collect import connect
 from sloguard.diagnose.render import render_text
 from sloguard.diagnose.thresholds import Thresholds
+from tests.diagnose_support import diagnose_now
 from tests.lock_support import LockScene
 
 DB = "diag_locks"
@@ -48,17 +48,6 @@ def dsn(pg_cluster):
         yield dsn
 
 
-def _diagnose(dsn: str, repo_root: str):
-    conn = connect(dsn)
-    try:
-        from sloguard.diagnose.collect import collect
-        from sloguard.diagnose.rank import rank
-        ev = collect(conn, "locks", TH, sample_seconds=0)
-        return ev, rank(ev, None, TH)
-    finally:
-        conn.close()
-
-
 def test_idle_ddl_root_and_active_row_lock_root_are_one_finding_each(dsn, repo_root):
     scene = LockScene(dsn)
     try:
@@ -74,7 +63,7 @@ def test_idle_ddl_root_and_active_row_lock_root_are_one_finding_each(dsn, repo_r
             scene.run_in_background("UPDATE jobs SET state = 'taken' WHERE id = 7")
         scene.wait_for_waiters(6)
         time.sleep(1.1)
-        ev, findings = _diagnose(dsn, repo_root)
+        ev, findings = diagnose_now(dsn, TH, target="locks")
         text = render_text(ev, None, findings, 1, [])
         runbook_rows = _run_runbook_lock_sql(dsn, repo_root)
     finally:
@@ -112,7 +101,7 @@ def test_idle_ddl_root_and_active_row_lock_root_are_one_finding_each(dsn, repo_r
     assert migration in {r[0] for r in runbook_rows}
 
 
-def test_ddl_waiting_behind_an_active_query_is_cancelled_first(dsn, repo_root):
+def test_ddl_waiting_behind_an_active_query_is_cancelled_first(dsn):
     scene = LockScene(dsn)
     try:
         scene.run_in_background("SELECT pg_sleep(60) FROM invoices LIMIT 1")   # a long report: ACCESS SHARE
@@ -125,7 +114,7 @@ def test_ddl_waiting_behind_an_active_query_is_cancelled_first(dsn, repo_root):
             scene.run_in_background("SELECT count(*) FROM invoices")
         scene.wait_for_waiters(4)
         time.sleep(1.1)
-        _ev, findings = _diagnose(dsn, repo_root)
+        _ev, findings = diagnose_now(dsn, TH, target="locks")
     finally:
         scene.close()
     locks = [f for f in findings if f.kind == "lock_blocker"]

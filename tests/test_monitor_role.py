@@ -8,10 +8,9 @@ import psycopg
 import pytest
 
 from sloguard import names
-from sloguard.diagnose.collect import collect, connect
-from sloguard.diagnose.rank import rank
 from sloguard.diagnose.render import render_text
 from sloguard.diagnose.thresholds import Thresholds
+from tests.diagnose_support import diagnose_now
 from tests.exporter_support import RunningExporter, one, values
 
 DB = "monitor_role"
@@ -89,12 +88,8 @@ def test_exporter_is_visibly_blind_then_uses_the_grant_on_the_next_scrape(monito
 def test_diagnose_names_the_grant_without_contradicting_itself(monitored):
     th = Thresholds(min_live_rows=10_000, slow_mean_seconds=0.0001)
     dsn = monitored.dsn(DB, user=ROLE, password=PASSWORD)
-    conn = connect(dsn)
-    try:
-        ev = collect(conn, "t", th, "billing.flyway_schema_history", sample_seconds=0)
-    finally:
-        conn.close()
-    text = render_text(ev, None, rank(ev, None, th), 1, [])
+    ev, findings = diagnose_now(dsn, th, "billing.flyway_schema_history")
+    text = render_text(ev, None, findings, 1, [])
     assert ev.suggestions == []
     notes = "\n".join(ev.notes)
     assert f"index advice blind for 2 statement(s): role {ROLE} may not read billing.invoices, " \
@@ -104,11 +99,7 @@ def test_diagnose_names_the_grant_without_contradicting_itself(monitored):
     assert "no migrations found" not in notes   # permission denied is the reason; nothing else is claimed
     assert "(none: 2 statement(s) not planned, see the notes)" in text
     monitored.psql(GRANT + f" GRANT SELECT ON billing.flyway_schema_history TO {ROLE};", DB)
-    conn = connect(dsn)
-    try:
-        ev = collect(conn, "t", th, "billing.flyway_schema_history", sample_seconds=0)
-    finally:
-        conn.close()
+    ev, _findings = diagnose_now(dsn, th, "billing.flyway_schema_history")
     assert {(s.schemaname, s.relname) for s in ev.suggestions} == {("billing", "invoices"),
                                                                    ("fulfilment", "shipments")}
     assert not any("GRANT" in n or "migrations" in n for n in ev.notes), ev.notes
