@@ -44,6 +44,7 @@ from .sqltext import (  # noqa: F401 - re-exported: the advisor's public API
     parse_filter,
     plannable,
     quote_ident,
+    quote_literal,
     to_dollar_params,
 )
 
@@ -158,10 +159,6 @@ def index_ddl(schema: str, table: str, columns: tuple[str, ...], concurrently: b
             f"ON {quote_ident(schema)}.{quote_ident(table)} ({cols}){pred}")
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def safe_build_statements(schema: str, table: str, columns: tuple[str, ...], where: str | None = None) -> list[str]:
     """The statements to run (psql, autocommit, on the primary) to build the index and know that it worked.
 
@@ -176,7 +173,7 @@ def safe_build_statements(schema: str, table: str, columns: tuple[str, ...], whe
     message = (f"index {qualified} is INVALID (the build failed or was cancelled): "
                f"run DROP INDEX CONCURRENTLY {qualified}; then CREATE INDEX CONCURRENTLY again")
     check = ("DO $sloguard$ BEGIN IF NOT coalesce((SELECT indisvalid FROM pg_index WHERE indexrelid = "
-             f"{_literal(qualified)}::regclass), false) THEN RAISE EXCEPTION '%', {_literal(message)}; "
+             f"{quote_literal(qualified)}::regclass), false) THEN RAISE EXCEPTION '%', {quote_literal(message)}; "
              "END IF; END $sloguard$;")
     return ["SET lock_timeout = 0; SET statement_timeout = 0;", index_ddl(schema, table, columns, where=where) + ";",
             check]
@@ -262,7 +259,7 @@ def _candidates(conn, scan: _Scan, stats: dict, skew: Skew | None, existing: lis
         cols += [(key,)] + ([(key, best_eq)] if best_eq and best_eq != key else [])
     found = [_Candidate(c) for c in dict.fromkeys(cols) if not _covered(c, existing)]
     if skew is not None:   # the same indexes without the common value's rows: far smaller, same use for rare values
-        where = f"{quote_ident(skew.column)} <> {_literal(skew.common_value)}"
+        where = f"{quote_ident(skew.column)} <> {quote_literal(skew.common_value)}"
         found += [_Candidate(c.columns, where) for c in found if skew.column in c.columns]
     return found
 

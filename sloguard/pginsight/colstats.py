@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from .sqltext import Predicate, parse_array_text
+from .sqltext import Predicate, parse_array_text, quote_literal
 
 DEFAULT_RANGE_SELECTIVITY = 1.0 / 3   # PostgreSQL's own default for inequality estimates
 SKEW_RATIO = 10.0                     # the common value is at least this many times as frequent as the rare one
@@ -80,12 +80,8 @@ class Skew:
     rare: Probe
 
 
-def _quoted(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _probe(column: str, param: int, value: str, share: float) -> Probe:
-    return Probe(f"{column} = {_quoted(value)} ({share:.2%} of rows)", {param: value}, share)
+    return Probe(f"{column} = {quote_literal(value)} ({share:.2%} of rows)", {param: value}, share)
 
 
 def find_skew(preds: list[Predicate], stats: dict[str, ColumnStats], rows: float) -> Skew | None:

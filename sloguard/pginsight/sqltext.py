@@ -27,6 +27,10 @@ def quote_ident(name: str) -> str:
     return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 class UnsupportedStatement(ValueError):
     """Not a single SELECT/UPDATE/DELETE on user tables that this session can plan: nothing to advise."""
 
@@ -158,7 +162,7 @@ def inline_values(sql: str, values: dict[int, str]) -> str:
         token = f"${n}"
         if sql[loc:loc + len(token)] != token:
             raise UnsupportedStatement(f"parameter ${n} not found where the parser put it", UNPLANNABLE_TEXT)
-        sql = sql[:loc] + "'" + values[n].replace("'", "''") + "'" + sql[loc + len(token):]
+        sql = sql[:loc] + quote_literal(values[n]) + sql[loc + len(token):]
     return sql
 
 
