@@ -56,7 +56,8 @@ def values_note(sug: advisor.IndexSuggestion) -> str:
     return f"wins for {', '.join(sug.wins_for) or 'no value tried'}; not for {', '.join(sug.not_for)}"
 
 
-def _short(sql: str | None, width: int = 160) -> str:
+def one_line(sql: str | None, width: int = 160) -> str:
+    """A statement on one line, cut at `width` characters (findings and report tables)."""
     text = " ".join((sql or "(text not available)").split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -91,7 +92,7 @@ def statement_findings(db: DatabaseEvidence, th: Thresholds) -> list[Finding]:
                     else "since the statistics were reset")
             out.append(Finding(
                 "slow_statement", "warning", f"slow statement {s.queryid}: mean {mean * 1000:.0f} ms {when}",
-                f"{_short(s.query)} — {s.calls} calls, {s.total_exec_seconds:.1f} s total, mean since reset "
+                f"{one_line(s.query)} — {s.calls} calls, {s.total_exec_seconds:.1f} s total, mean since reset "
                 f"{s.mean_exec_seconds * 1000:.0f} ms, max {s.max_exec_seconds * 1000:.0f} ms "
                 f"(threshold {th.slow_mean_seconds * 1000:.0f} ms)",
                 (f"it waits on a lock (root blocker pid {roots or '?'}: see the lock finding), not on a missing index"
@@ -132,7 +133,7 @@ def index_findings(db: DatabaseEvidence) -> list[Finding]:
                 "unverified (no HypoPG)")
         # the join key it serves (an unindexed foreign key), then for which values it wins (skewed columns)
         detail = "; ".join(x for x in (sug.detail, values_note(sug), cost) if x)
-        detail += f"; statement {sug.queryid}: {_short(stmt.query if stmt else None)}"
+        detail += f"; statement {sug.queryid}: {one_line(stmt.query if stmt else None)}"
         if stmt:
             mean, recent = db.mean_now(stmt)
             detail += f" ({stmt.calls} calls, mean {mean * 1000:.1f} ms{' recently' if recent else ''})"
@@ -188,7 +189,7 @@ def lock_findings(db: DatabaseEvidence, th: Thresholds) -> list[Finding]:
 
 def _statement(db: DatabaseEvidence, s) -> str:
     text = db.lock_texts.get(s.query_id) if s.query_id is not None else None
-    return _short(text, 120) if text else "(text not in pg_stat_statements)"
+    return one_line(text, 120) if text else "(text not in pg_stat_statements)"
 
 
 def _lock_advice(db: DatabaseEvidence, root, ddl: list) -> str:

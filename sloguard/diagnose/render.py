@@ -6,16 +6,12 @@ from dataclasses import asdict
 
 from sloguard.diagnose.collect import DatabaseEvidence
 from sloguard.diagnose.prom import PrometheusEvidence
-from sloguard.diagnose.rank import Finding, index_label, values_note
+from sloguard.diagnose.rank import Finding, index_label, one_line, values_note
 from sloguard.pginsight import window
 
 TOP = 5
+STATEMENT_WIDTH = 100   # characters of a statement in a report table
 VERDICT = {0: "healthy: no findings", 1: "findings: see above, most urgent first"}
-
-
-def _one_line(sql: str | None, width: int = 100) -> str:
-    text = " ".join((sql or "(text not available)").split())
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _by_mean(db: DatabaseEvidence):
@@ -34,7 +30,7 @@ def _sections(db: DatabaseEvidence, prom: PrometheusEvidence | None) -> list[tup
                  for c in sorted(db.connections, key=lambda c: -c.count)]
     conn_rows.append(["total", "", "", f"{used} / {db.max_connections - db.reserved_connections} usable"])
     stmt = lambda s: [s.queryid, s.calls, f"{s.total_exec_seconds:.2f}", f"{s.mean_exec_seconds * 1000:.1f}",  # noqa: E731
-                      _recent_ms(db, s), _one_line(s.query)]
+                      _recent_ms(db, s), one_line(s.query, STATEMENT_WIDTH)]
     # "recent": the calls of the last --sample-seconds ("-": not called then)
     stmt_header = ["queryid", "calls", "total s", "mean ms", f"last {db.sample_seconds:.0f} s mean ms" if db.sample_seconds else "recent mean ms", "statement"]
     tables = [[f"{t.schemaname}.{t.relname}", f"{t.live_rows:,}", f"{t.seq_scan:,}", f"{t.seq_tup_read:,}",
@@ -47,7 +43,7 @@ def _sections(db: DatabaseEvidence, prom: PrometheusEvidence | None) -> list[tup
                  f"{r.lock.mode} {r.lock.relation or r.lock.locktype}" if r.lock else "-", r.waiters,
                  ", ".join(str(x.pid) for x in (r.session, *r.queued) if db.is_ddl(x)) or "-",
                  r.session.query_id if r.session.query_id is not None else "-",
-                 _one_line(db.lock_texts.get(r.session.query_id), 60)] for r in db.root_blockers]
+                 one_line(db.lock_texts.get(r.session.query_id), 60)] for r in db.root_blockers]
     txs = [[t.datname, f"{t.age_seconds:.0f}", t.open_transactions] for t in db.transactions]
     mig = [[db.migration.table, db.migration.version, db.migration.applied_at.isoformat()]] if db.migration else []
     out = [
