@@ -35,11 +35,6 @@ def redact_dsn(dsn: str) -> str:
     return make_conninfo(**params)
 
 
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 class Database:
     """Owns the connection. Use `with db.session() as (conn, caps):` — the lock is held for the whole block."""
 
@@ -87,13 +82,13 @@ class Database:
             self._close()
             if not reused:
                 self._note_down(e)
-                raise DatabaseUnavailable(one_line(e)) from None
+                raise DatabaseUnavailable(queries.first_line(e)) from None
         try:   # the kept connection went stale (server restarted): one fresh attempt
             return self._open_and_check()
         except psycopg.Error as e:
             self._close()
             self._note_down(e)
-            raise DatabaseUnavailable(one_line(e)) from None
+            raise DatabaseUnavailable(queries.first_line(e)) from None
 
     def _open_and_check(self) -> tuple[psycopg.Connection, queries.Capabilities]:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -114,10 +109,10 @@ class Database:
             self._down_since = now
             self._last_down_log = now
             log.error("database unreachable (%s): %s; serving up=0 and retrying on each scrape",
-                      self.redacted_dsn, one_line(exc))
+                      self.redacted_dsn, queries.first_line(exc))
         elif now - self._last_down_log >= self._down_log_interval:
             self._last_down_log = now
-            log.warning("database still unreachable after %.0fs: %s", now - self._down_since, one_line(exc))
+            log.warning("database still unreachable after %.0fs: %s", now - self._down_since, queries.first_line(exc))
 
     def _note_up(self) -> None:
         if self._down_since is not None:

@@ -23,7 +23,7 @@ from sloguard.pginsight import queries
 
 from . import __version__
 from .base import ExporterOptions, ScrapeContext, SubCollector
-from .connection import Database, DatabaseUnavailable, one_line
+from .connection import Database, DatabaseUnavailable
 from .connections import ConnectionsCollector, LocksCollector
 from .migrations import MigrationsCollector
 from .missing_indexes import MissingIndexesCollector
@@ -115,7 +115,7 @@ class ExporterCollector:
                 self._errors[collector.name] += 1
                 self.db.mark_broken(e)
                 return None, time.perf_counter() - start, []
-            self._fail_once(collector.name, one_line(e) + self._hint(e, ctx), logging.WARNING)
+            self._fail_once(collector.name, queries.first_line(e) + self._hint(e, ctx), logging.WARNING)
             if isinstance(e, TRANSIENT_ERRORS):
                 self._errors[collector.name] += 1
                 return False, time.perf_counter() - start, self._previous_output(collector.name, ctx)

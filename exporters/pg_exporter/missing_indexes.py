@@ -30,7 +30,7 @@ import psycopg
 from prometheus_client.core import GaugeMetricFamily
 
 from sloguard import names
-from sloguard.pginsight import advisor, blind, planner, queries, window
+from sloguard.pginsight import advisor, blind, queries, window
 
 from .base import ScrapeContext
 
@@ -205,7 +205,7 @@ class MissingIndexesCollector:
                                     f"{names.LOCK_BLOCKER_WAITING_SESSIONS}); retried as soon as no table it names "
                                     "is locked, else",
                 blind.TIME_BUDGET: "ran out of the advisor's time budget (--missing-index.budget-seconds); retried",
-                }.get(reason, f"cannot be planned ({planner.first_line(e)}); "
+                }.get(reason, f"cannot be planned ({queries.first_line(e)}); "
                               "retried")
         log.log(level, "missing-index check of queryid %s %s in %.0f s", key[1], what, delay)
         return reason, None

@@ -28,6 +28,7 @@ from sloguard.diagnose.prom import PrometheusEvidence, collect_prometheus
 from sloguard.diagnose.rank import Finding, exit_code, rank
 from sloguard.diagnose.render import RENDERERS
 from sloguard.diagnose.thresholds import from_spec
+from sloguard.pginsight.queries import first_line
 
 EXIT_CODES = """exit codes:
   0  healthy: nothing to report
@@ -120,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except psycopg.Error as e:
         progress.done()
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"diagnose: could not run: database error at {describe_target(a.dsn)}: {reason}", file=sys.stderr)
+        print(f"diagnose: could not run: database error at {describe_target(a.dsn)}: {first_line(e)}",
+              file=sys.stderr)
         return 2
     progress.done()
     code = exit_code(findings)

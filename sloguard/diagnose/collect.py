@@ -219,7 +219,7 @@ def _migration(conn: psycopg.Connection, table: str, role: str) -> tuple[q.Migra
     except q.RelationLocked as e:
         return None, f"{e}: not read (a migration may be running now: see the lock finding)"
     except (ValueError, psycopg.Error) as e:
-        return None, f"migrations table {table}: {str(e).splitlines()[0]}"
+        return None, f"migrations table {table}: {q.first_line(e)}"
     if found is None:
         return None, (f"no migrations found: table {table} does not exist here or is empty (pass "
                       "--migrations-table [schema.]table if your migration tool uses another)")

@@ -32,6 +32,7 @@ from . import blind, planner
 from .blind import PERMISSION_DENIED  # noqa: F401 - re-exported: a reason of Advice
 from .colstats import DEFAULT_RANGE_SELECTIVITY, Probe, Skew, column_stats, find_skew, selectivity  # noqa: F401
 from .planner import STATEMENT_NAME  # noqa: F401 - re-exported
+from .queries import first_line
 from .sqltext import (  # noqa: F401 - re-exported: the advisor's public API
     NO_USER_TABLE,
     NOT_A_QUERY,
@@ -390,7 +391,7 @@ def advise(conn: psycopg.Connection, sql: str, *, use_hypopg: bool = True, min_l
     except (psycopg.errors.QueryCanceled, psycopg.OperationalError):
         raise
     except (UnsupportedStatement, psycopg.errors.DatabaseError) as e:
-        return Advice([], blind.reason_of(e), planner.first_line(e))
+        return Advice([], blind.reason_of(e), first_line(e))
 
 
 def advise_statements(conn: psycopg.Connection, statements: Iterable, *, use_hypopg: bool = True,

@@ -17,6 +17,7 @@ import re
 
 import psycopg
 
+from .queries import first_line
 from .sqltext import UNDEFINED_OBJECT, UNPLANNABLE_TEXT, UnsupportedStatement, inline_values, normalized_to_sql
 
 STATEMENT_NAME = "sloguard_advisor"   # one fixed name: every EXPLAIN EXECUTE is one pg_stat_statements entry
@@ -26,12 +27,6 @@ _UNDEFINED = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn, psy
 # errors about the text itself (syntax, types) rather than the database: no retry will change them
 _TEXT_ERRORS = (psycopg.ProgrammingError, psycopg.DataError)
 _PARAM_TYPE = re.compile(r"parameter \$(\d+)")
-
-
-def first_line(e: BaseException) -> str:
-    """An error's first line (no parameter values: plans have none), for a log or a report."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 class Planner:

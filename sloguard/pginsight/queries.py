@@ -26,6 +26,13 @@ class RelationLocked(Exception):
     """Reading the relation would queue behind another session's ACCESS EXCLUSIVE lock, so it was not read."""
 
 
+def first_line(e: BaseException) -> str:
+    """An error's first line, for a log, a note or a report (PostgreSQL's first line holds no parameter values; libpq's
+    names host and port, never the password)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 # --- exclusive locks ------------------------------------------------------------------------------------------------
 # Tables (of the current database) that another session holds or waits for ACCESS EXCLUSIVE on, directly or on one of
 # their indexes. Any read of them (pg_relation_size, SELECT, EXPLAIN: all ACCESS SHARE) would queue behind that lock,
