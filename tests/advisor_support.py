@@ -2,11 +2,30 @@
 session."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 def leftovers(conn) -> tuple[list, list]:
     """Prepared statements and HypoPG indexes still in this session (both outlive a rollback)."""
     prepared = conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
     return prepared, conn.execute("SELECT * FROM hypopg_list_indexes").fetchall()
+
+
+@contextmanager
+def built_index(conn, statements: list[str], name: str) -> Iterator[None]:
+    """A real index, built by running `statements` as given (autocommit connection), dropped afterwards."""
+    try:
+        for sql in statements:
+            conn.execute(sql)
+        yield
+    finally:
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
+
+
+def plan_uses(conn, sql: str, index: str) -> bool:
+    """Whether the planner's plan for `sql` (values written in) uses `index`."""
+    return index in "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}"))
 
 
 # Invented schemas (not the incident's users/email), one per shape the advisor must handle; shapes_sql() joins them.

@@ -9,7 +9,7 @@ import pytest
 
 from sloguard.diagnose.render import render_markdown, render_text
 from sloguard.diagnose.thresholds import Thresholds
-from tests.advisor_support import shapes_sql
+from tests.advisor_support import built_index, plan_uses, shapes_sql
 from tests.diagnose_support import diagnose_now
 
 DB = "diag_index_shapes"
@@ -51,16 +51,9 @@ def test_skewed_queue_gets_the_partial_index_and_the_values_it_is_for(report):
     assert "WHERE status <> 'done'" in text and "wins for status = 'failed'" in text
     assert "public.jobs (status) WHERE status <> 'done'" in render_markdown(ev, None, findings, 1, [])
     # the printed statements run as printed, and the index they build serves 'failed', not 'done'
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        try:
-            for sql in statements:
-                conn.execute(sql)
-
-            def plan(value: str) -> str:
-                return "\n".join(r[0] for r in conn.execute(f"EXPLAIN {FAILED_JOBS % repr(value)}"))
-            assert "jobs_status_partial_idx" in plan("failed") and "jobs_status_partial_idx" not in plan("done")
-        finally:
-            conn.execute("DROP INDEX IF EXISTS jobs_status_partial_idx")
+    with psycopg.connect(dsn, autocommit=True) as conn, built_index(conn, statements, "jobs_status_partial_idx"):
+        assert plan_uses(conn, FAILED_JOBS % "'failed'", "jobs_status_partial_idx")
+        assert not plan_uses(conn, FAILED_JOBS % "'done'", "jobs_status_partial_idx")
 
 
 def test_join_on_an_unindexed_foreign_key_gets_the_join_key_fix(report):
