@@ -158,9 +158,8 @@ class MissingIndexesCollector:
                         denied.append(failure)
             if denied:
                 ctx.degrade(self.name, f"role {ctx.caps.user!r} cannot EXPLAIN {len(denied)} slow statement(s): "
-                            "pg_monitor grants statistics, not SELECT on tables (EXPLAIN reads no rows, but needs "
-                            f"it); run `{blind.merged_fix(ctx.caps.user, denied)}` as the tables' owner "
-                            f"(see exporters/pg_exporter/README.md); counted in {names.MISSING_INDEX_BLIND_STATEMENTS}")
+                            f"{blind.denied_advice(ctx.caps.user, denied)} (see exporters/pg_exporter/README.md); "
+                            f"counted in {names.MISSING_INDEX_BLIND_STATEMENTS}")
         self._forget(now, opts.missing_index_recheck_seconds, {(db, s.queryid) for s in slow})
         return unanswered
 

@@ -238,8 +238,7 @@ def _blind_notes(found: dict[int, blind.Blind], role: str) -> list[str]:
     if denied:
         tables = sorted({t for b in denied for t in b.table_names})
         notes.append(f"index advice blind for {len(denied)} statement(s): role {role} may not read "
-                     f"{', '.join(tables) or 'their schema'} (pg_monitor grants statistics, not SELECT; EXPLAIN "
-                     f"reads no rows but needs it): run `{blind.merged_fix(role, denied)}` as the tables' owner")
+                     f"{', '.join(tables) or 'their schema'}; {blind.denied_advice(role, denied)}")
     return notes
 
 

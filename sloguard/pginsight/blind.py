@@ -122,6 +122,12 @@ def precheck(conn: psycopg.Connection, texts: dict[int, str]) -> dict[int, Blind
     return out
 
 
+def denied_advice(role: str, blinds) -> str:
+    """Why a pg_monitor role is blind and the GRANT that ends it, in the words the exporter's log and diagnose share."""
+    return ("pg_monitor grants statistics, not SELECT on tables (EXPLAIN reads no rows, but needs it): "
+            f"run `{merged_fix(role, blinds)}` as the tables' owner")
+
+
 def merged_fix(role: str, blinds) -> str:
     """One GRANT covering every permission_denied Blind given."""
     denied = [b for b in blinds if b.reason == PERMISSION_DENIED]
