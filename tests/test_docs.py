@@ -13,13 +13,16 @@ import json
 import operator
 import os
 import re
+import subprocess
 from urllib.parse import urlparse
 
 import pglast
+import psycopg
 import pytest
 import yaml
 
 from sloguard import names
+from sloguard.pgcluster import PG_BIN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNBOOK = os.path.join(ROOT, names.RUNBOOK_PATH)
@@ -456,3 +459,97 @@ def test_detection_table_matches_the_replay_file():
     # the replay must also assert these alerts: every alert in the table appears in an alert_rule_test
     tested = set(re.findall(r"alertname:\s*(\w+)", read(REPLAY)))
     assert {row[0].split()[0] for row in replay} <= tested
+
+
+def load_analysis_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "docs", "analysis", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cic_script_measures_the_waits_on_small_data(tmp_path):
+    """The CIC experiment still shows what the post-mortem's lesson rests on, on 20k rows and short holds."""
+    module = load_analysis_script("measure_cic")
+    out = tmp_path / "cic.md"
+    assert module.main(["--users", "20000", "--hold", "1.5", "--every", "0.3", "--select-seconds", "2.5",
+                        "--readers", "2", "--shed-readers", "1", "--out", str(out)]) == 0
+    res = json.loads((tmp_path / "cic.json").read_text())["scenarios"]
+    assert set(res) == set(module.SCENARIOS)
+    assert all(r["valid"] for r in res.values()), "every build must end with a valid index"
+    assert not any(r["load_errors"] for r in res.values()), res
+    writers = {p["phase"]: p for p in res["writers"]["phases"]}
+    # writers kept arriving during the build, yet it ended: a wait covers only the writers present at its start
+    assert res["writers"]["started_during_build"] >= 3
+    assert "waiting for writers before build" in writers and writers["waiting for writers before build"]["max_lockers"] >= 1
+    assert max(p["seconds"] for p in res["writers"]["phases"] if p["phase"] in module.WAIT_PHASES) < 1.5 + 1.0
+    # a read-only SELECT delays only the final snapshot wait, never the waits for writers
+    select = {p["phase"]: p for p in res["long_select"]["phases"]}
+    assert "waiting for writers before build" not in select
+    assert select["waiting for old snapshots"]["seconds"] >= 1.0
+    assert res["load_cancelled"]["cancelled"] >= 1, "the cancel scenario must actually cancel running scans"
+    assert "## What the measurements say" in out.read_text()
+
+
+def test_cic_script_rejects_writers_that_do_not_overlap(tmp_path, capsys):
+    module = load_analysis_script("measure_cic")
+    assert module.main(["--users", "20000", "--hold", "1", "--every", "2", "--out", str(tmp_path / "x.md")]) == 2
+    assert "--every 2.0 --hold 1.0" in capsys.readouterr().err
+    assert not (tmp_path / "x.md").exists()
+
+
+def test_cached_plan_script_reproduces_the_error(tmp_path):
+    module = load_analysis_script("measure_cached_plan")
+    assert module.main(["--out", str(tmp_path / "cp.md")]) == 0
+    res = json.loads((tmp_path / "cp.json").read_text())
+    assert res["before"]["star"].startswith("ok")
+    assert "cached plan must not change result type" in res["after_migration"]["star"]
+    assert "cached plan must not change result type" in res["after_migration_again"]["star"]
+    assert res["after_migration"]["columns"].startswith("ok"), "an explicit column list is not affected"
+    assert res["after_prepare_again"]["star"] == "ok, 1 row of 6 columns"
+    assert len(res["queryids_of_star_statement"]) == 2, "ADD COLUMN changes the SELECT * statement's queryid"
+
+
+# --------------------------------------------------------------------------------------------- fix migrations
+
+def index_migrations() -> list[str]:
+    return sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "migrations", "*.sql"))
+                  if re.search(r"CREATE\s+INDEX", read(p), flags=re.I))
+
+
+def test_indexes_come_in_their_own_dated_migrations_not_in_the_applied_initial_schema():
+    """Production applied 20240101 before the incident: a fix added to it would never run there."""
+    assert not re.search(r"CREATE\s+INDEX", read(os.path.join(ROOT, "migrations", "20240101_initial_schema.sql")),
+                         flags=re.I)
+    assert "20240116_add_orders_user_id_index.sql" in index_migrations()
+
+
+@pytest.mark.parametrize("name", index_migrations())
+def test_index_migration_uses_the_safe_build_and_stops_on_an_invalid_leftover(name, pg_cluster):
+    """The pattern the documents prescribe: CONCURRENTLY, no IF NOT EXISTS, lock_timeout 0, indisvalid checked;
+    behaviour: over an INVALID index left by a failed build it stops naming the drop, and after the drop it works."""
+    path = os.path.join(ROOT, "migrations", name)
+    sql = read(path)
+    build = re.search(r"^CREATE INDEX CONCURRENTLY (\w+) ON (\w+) \((\w+)\);$", sql, flags=re.M)
+    assert build, f"{name}: expected one `CREATE INDEX CONCURRENTLY <name> ON <table> (<column>);`"
+    index, table, column = build.groups()
+    assert "IF NOT EXISTS" not in sql.split("CREATE INDEX", 1)[1].split(";")[0]
+    assert sql.index("SET lock_timeout = 0;") < build.start()
+    db = f"docs_{index}"
+    with pg_cluster.database(db):
+        pg_cluster.psql(f"CREATE TABLE {table} (id bigint PRIMARY KEY, {column} bigint NOT NULL); "
+                        f"INSERT INTO {table} SELECT g, g FROM generate_series(1, 2000) g", db)
+        dsn = pg_cluster.dsn(db)
+        with psycopg.connect(dsn) as writer, psycopg.connect(dsn, autocommit=True) as builder:
+            writer.execute(f"UPDATE {table} SET {column} = {column} WHERE id = 1")   # an open writer
+            builder.execute("SET lock_timeout = '200ms'")
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                builder.execute(f"CREATE INDEX CONCURRENTLY {index} ON {table} ({column})")
+            writer.rollback()
+        psql = [os.path.join(PG_BIN, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-f", path]
+        proc = subprocess.run(psql, capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and f"DROP INDEX CONCURRENTLY {index}" in proc.stderr, proc.stderr
+        pg_cluster.psql(f"DROP INDEX CONCURRENTLY {index}", db)
+        proc = subprocess.run(psql, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert pg_cluster.psql(f"SELECT indisvalid FROM pg_index WHERE indexrelid = '{index}'::regclass", db) == "t"
