@@ -643,3 +643,24 @@ def test_cic_figures_are_quoted_from_the_measurement():
     assert cic["load_shed"]["seconds"] < cic["load"]["seconds"], "shedding load should shorten the build"
     assert cic["load_cancelled"]["seconds"] > 0.8 * cic["load"]["seconds"], "cancelling once should not help much"
     assert "Shed load first" in read(POST_MORTEM)
+
+
+def test_the_review_enforcement_prevention_claims_exists():
+    """docs/prevention.md says the checklist is in the PR template and CODEOWNERS requests the review."""
+    template = read(os.path.join(ROOT, ".github", "pull_request_template.md"))
+    why = sections(read(PREVENTION))["1-migration-review-process-ai-9-ai-10"]
+    explained = re.findall(r"^- \*\*([^*]+?)\.\*\*", why.split("Why each item is there:")[1], flags=re.M)
+    checklist = re.findall(r"^- \[ \] \*\*([^*]+?)\.\*\*", template.split("## Migration checklist")[1], flags=re.M)
+    assert len(checklist) >= 8 and sorted(explained) == sorted(checklist), (
+        f"prevention explains {explained}, the PR template's migration checklist has {checklist}")
+    owners: dict[str, list[str]] = {}
+    for line in read(os.path.join(ROOT, ".github", "CODEOWNERS")).splitlines():
+        if line.strip() and not line.startswith("#"):
+            path, *who = line.split()
+            owners[path] = who
+            assert who and all(re.fullmatch(r"@[\w-]+/[\w-]+", w) for w in who), (
+                f"CODEOWNERS {path}: owners must be teams (@org/team), not people: {who}")
+    for path in ("/migrations/", "/queries/"):
+        assert owners.get(path) == ["@sloguard/database-platform"], f"{path} must be reviewed by database platform"
+    ai10 = next(r for r in action_items() if r[0] == "AI-10")
+    assert ai10[5] == "in progress", "required review needs branch protection, outside the repository"
