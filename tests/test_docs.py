@@ -664,3 +664,14 @@ def test_the_review_enforcement_prevention_claims_exists():
         assert owners.get(path) == ["@sloguard/database-platform"], f"{path} must be reviewed by database platform"
     ai10 = next(r for r in action_items() if r[0] == "AI-10")
     assert ai10[5] == "in progress", "required review needs branch protection, outside the repository"
+
+
+def test_runbook_contents_lists_every_alert():
+    rows = md_table_after(read(RUNBOOK), "## Contents")
+    listed = set(re.findall(r"`(\w+)`", " ".join(r[0] for r in rows)))
+    for alert, anchor in names.ALERT_ANCHORS.items():
+        if alert == "ErrorBudgetBurn":
+            continue
+        row = next((r for r in rows if f"`{alert}`" in r[0]), None)
+        assert row, f"the runbook's contents table omits {alert} (listed: {sorted(listed)})"
+        assert f"(#{anchor})" in row[1], f"contents: {alert} should link #{anchor}, not {row[1]}"
