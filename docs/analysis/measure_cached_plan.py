@@ -14,7 +14,6 @@ statement gets an error on its next execution instead of a row. This script show
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -22,6 +21,9 @@ import psycopg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from analysis_output import write_report  # noqa: E402
 
 from sloguard.pgcluster import TempCluster  # noqa: E402
 from sloguard.scenario_data import MIGRATION_20240115, SCHEMA_SQL, seed_sql  # noqa: E402
@@ -103,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     with TempCluster() as cluster:
         res = measure(cluster)
-    json_path = os.path.splitext(args.out)[0] + ".json"
-    for path, text in ((args.out, render(res)), (json_path, json.dumps(res, indent=2, sort_keys=True) + "\n")):
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+    json_path = write_report(args.out, render(res), res)
     print(f"wrote {args.out} and {json_path}")
     return 0
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import threading
@@ -34,6 +33,9 @@ import psycopg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from analysis_output import write_report  # noqa: E402
 
 from sloguard.pgcluster import TempCluster  # noqa: E402
 from sloguard.scenario_data import SCHEMA_SQL, seed_sql  # noqa: E402
@@ -167,11 +169,11 @@ def build_once(dsn: str, load: BackgroundLoad, cancel_readers: bool = False) -> 
             with load.lock:
                 load.building = True
             t0 = time.monotonic()
+            signalled = 0
             if cancel_readers:
                 with load.lock:
                     pids = sorted(load.pids)
-                for pid in pids:
-                    c.execute("SELECT pg_cancel_backend(%s)", (pid,))
+                signalled = sum(c.execute("SELECT pg_cancel_backend(%s)", (pid,)).fetchone()[0] for pid in pids)
             c.execute(BUILD)
             t1 = time.monotonic()
             with load.lock:
@@ -184,7 +186,7 @@ def build_once(dsn: str, load: BackgroundLoad, cancel_readers: bool = False) -> 
         watcher.join(30)
     phases = phase_table(samples, t0, t1)
     waits = sum(p["seconds"] for p in phases if p["phase"] in WAIT_PHASES)
-    return {"seconds": round(t1 - t0, 2), "valid": valid, "phases": phases, "wait_seconds": round(waits, 2),
+    return {"seconds": round(t1 - t0, 2), "valid": valid, "cancel_signals": signalled, "phases": phases, "wait_seconds": round(waits, 2),
             "work_seconds": round(t1 - t0 - waits, 2)}
 
 
@@ -319,10 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {"users": args.users, "server_version": version, "hold": args.hold, "every": args.every,
                "select_seconds": args.select_seconds, "readers": args.readers, "shed_readers": args.shed_readers,
                "scenarios": results}
-    for path, text in ((args.out, body), (args.json_path, json.dumps(figures, indent=2, sort_keys=True) + "\n")):
-        with open(path + ".tmp", "w") as f:
-            f.write(text)
-        os.replace(path + ".tmp", path)
+    write_report(args.out, body, figures)
     print(f"wrote {args.out} and {args.json_path}")
     return 0
 

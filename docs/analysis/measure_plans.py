@@ -12,7 +12,6 @@ shapes and planner costs are the stable part.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -24,6 +23,9 @@ import psycopg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from analysis_output import write_report  # noqa: E402
 
 from sloguard.pgcluster import TempCluster  # noqa: E402
 from sloguard.scenario_data import MIGRATION_20240115, SCHEMA_SQL, seed_sql  # noqa: E402
@@ -58,13 +60,7 @@ class Report:
         return value
 
     def write(self, md_path: str, header: str) -> None:
-        json_path = os.path.splitext(md_path)[0] + ".json"
-        for path, body in ((md_path, header + "\n".join(self.lines).rstrip() + "\n"),
-                           (json_path, json.dumps(self.figures, indent=2, sort_keys=True) + "\n")):
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                f.write(body)
-            os.replace(tmp, path)
+        write_report(md_path, header + "\n".join(self.lines).rstrip() + "\n", self.figures)
 
 
 def q(conn: psycopg.Connection, sql: str):
