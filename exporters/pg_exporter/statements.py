@@ -70,10 +70,10 @@ class StatementsCollector:
             "max": GaugeMetricFamily(names.STATEMENT_MAX_SECONDS, "Slowest execution, seconds.", labels=LABELS),
         }
         out = list(fams.values())
-        out.append(self._fingerprint_family(ctx, top))
         add_rows(out, (({"datname": s.datname, "user": s.user, "queryid": str(s.queryid)},
                         (s.calls, s.total_exec_seconds, s.rows, s.shared_blks_hit, s.shared_blks_read,
                          s.mean_exec_seconds, s.max_exec_seconds)) for s in top))
+        out.append(self._fingerprint_family(ctx, top))
         if ctx.options.query_text and top:
             info = GaugeMetricFamily(names.STATEMENT_INFO, "Normalised, truncated statement text.",
                                      labels=[*LABELS, "query"])
