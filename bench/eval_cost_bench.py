@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         config = os.path.join(tmp, "prometheus.yml")
         with open(config, "w", encoding="utf-8") as fh:
             fh.write("global: {evaluation_interval: 1m}\n")
-        log = open(os.path.join(tmp, "prometheus.log"), "w")
+        log = open(os.path.join(tmp, "prometheus.log"), "w")  # noqa: SIM115 - closed in finally, outlives this block
         proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",
                                  f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=400d"],
                                 stdout=log, stderr=subprocess.STDOUT)
