@@ -307,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     args.json_path = os.path.splitext(args.out)[0] + ".json"
     t_start = time.monotonic()
     results: dict[str, dict] = {}
-    with TempCluster() as cluster:
+    # no autovacuum: the only sessions near the table are the scenario's own
+    with TempCluster(settings={"autovacuum": "off"}) as cluster:
         cluster.psql(f"CREATE DATABASE {DB}")
         dsn = cluster.dsn(DB)
         with psycopg.connect(dsn, autocommit=True) as conn:
