@@ -19,9 +19,3 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     version     text PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
-
--- Orders are always read per user (history page, joins from users): index the foreign key from day one.
--- CONCURRENTLY even on a new table: the same habit everywhere, and squawk checks it.
-SET lock_timeout = '5s';
-SET statement_timeout = 0;
-CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_user_id_idx ON orders (user_id);

@@ -12,7 +12,6 @@ shapes and planner costs are the stable part.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -24,6 +23,9 @@ import psycopg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from analysis_output import write_report  # noqa: E402
 
 from sloguard.pgcluster import TempCluster  # noqa: E402
 from sloguard.scenario_data import MIGRATION_20240115, SCHEMA_SQL, seed_sql  # noqa: E402
@@ -58,13 +60,7 @@ class Report:
         return value
 
     def write(self, md_path: str, header: str) -> None:
-        json_path = os.path.splitext(md_path)[0] + ".json"
-        for path, body in ((md_path, header + "\n".join(self.lines).rstrip() + "\n"),
-                           (json_path, json.dumps(self.figures, indent=2, sort_keys=True) + "\n")):
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                f.write(body)
-            os.replace(tmp, path)
+        write_report(md_path, header + "\n".join(self.lines).rstrip() + "\n", self.figures)
 
 
 def q(conn: psycopg.Connection, sql: str):
@@ -175,9 +171,10 @@ def section_migration(conn, cluster: TempCluster, r: Report) -> None:
         f"n_live_tup {before[2]:,} / {after[2]:,}. Login plan cost before/after: "
         f"{plan_before['Total Cost']:,.0f} / {plan_after['Total Cost']:,.0f}, same node "
         f"({plan_before['Node Type']} / {plan_after['Node Type']}).")
-    r.p("A nullable column with no default is a catalogue-only change since PostgreSQL 11: no rewrite, no "
-        "index rebuilt, statistics kept, the plan unchanged. What it does need is an ACCESS EXCLUSIVE lock, "
-        "for milliseconds once granted; the next section measures what waiting for it does.")
+    r.p("A nullable column with no default has always been a catalogue-only change (PostgreSQL 11 extended "
+        "this to columns with a non-volatile default): no rewrite, no index rebuilt, statistics kept, the plan "
+        "unchanged. What it does need is an ACCESS EXCLUSIVE lock, for milliseconds once granted; the next "
+        "section measures what waiting for it does.")
     lock_queue_demo(cluster, r)
 
 
@@ -340,9 +337,9 @@ def section_cic_waits(cluster: TempCluster, conn, r: Report, hold_s: float = 4.0
     r.p(f"CREATE INDEX CONCURRENTLY on `users (created_at)`: {idle} s on an idle server; {cic} s while one "
         f"transaction that had updated a single row stayed open for {hold_s:.0f} s. Phases seen in "
         f"`pg_stat_progress_create_index`: {' -> '.join(phases) or 'none sampled'}. CONCURRENTLY waits for "
-        "every transaction that could write the table (and later for every older snapshot) before each of its "
-        "phases, and it scans the table twice (build, then validate). In the incident, every transaction was a "
-        "30 s login scan on a saturated server: each wait lasted as long as the slowest of them.")
+        "the transactions that could write the table before building and before validating, then for older "
+        "snapshots; each wait covers only the transactions present when it starts. Under which loads the "
+        "build is slow, and why: `measure_cic.py` and `cic-pg15.md`.")
 
 
 def section_orders(conn, r: Report) -> None:
