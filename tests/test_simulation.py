@@ -7,6 +7,7 @@ PostgreSQL's EXPLAIN, panel results from running every dashboard query against t
 from __future__ import annotations
 
 import dataclasses
+import http.server
 import json
 import os
 import re
@@ -27,11 +28,12 @@ from demo.alert_sink import AlertSink
 from demo.loadgen import LoadGen
 from demo.pool import BoundedPool, PoolTimeout
 from sloguard.pgcluster import TempCluster, free_port
-from sloguard.simulate import configs, report, seed
+from sloguard.simulate import chart, configs, production, report, seed
+from sloguard.simulate.__main__ import parse_args
 from sloguard.simulate.modes import MODES
 from sloguard.simulate.processes import ProcessGroup
-from sloguard.simulate.promapi import Alertmanager, AlertTimeline, Prometheus
-from sloguard.simulate.scenario import Outcome
+from sloguard.simulate.promapi import Alertmanager, AlertPoller, AlertRecord, AlertTimeline, Prometheus
+from sloguard.simulate.scenario import Marks, Outcome
 from sloguard.simulate.stack import Stack
 
 # --- time compression of the generated rules ---
@@ -276,9 +278,174 @@ def test_failed_alert_polls_are_counted_and_reported():
     closed = free_port()
     timeline = AlertTimeline(Prometheus(f"http://127.0.0.1:{closed}"), Alertmanager(f"http://127.0.0.1:{closed}"))
     assert timeline.poll() == [] and timeline.poll() == []
-    assert timeline.errors == 2
-    text = report.markdown(MODES["quick"], Outcome(poll_errors=timeline.errors), [], [], [], [], {}, "c.png")
-    assert "Alert API polls (once a second) that failed: 2" in text
+    assert timeline.errors == 2 and timeline.polls == 2 and timeline.poll_times == []
+    text = report.markdown(MODES["quick"], Outcome(polls=timeline.polls, poll_errors=timeline.errors), [], [], [],
+                           [], {}, "c.png")
+    assert "Alert API polls: 2, one a second in their own thread" in text and "failed: 2;" in text
+
+
+def test_stack_loads_rules_only_after_every_target_was_scraped_once(small_stack):
+    """An exporter-down or absent() rule loaded before the first scrape fires on the empty start-up state."""
+    small_stack.start_database()
+    small_stack.start_services()
+    prom = small_stack.prometheus
+    assert prom.rule_groups() == [] and prom.alertmanagers() == [], "rules loaded before the first scrapes"
+    assert {h for h in prom.target_health().values()} == {"up"}
+    assert prom.query('sloguard_pg_up{job="sloguard-pg-exporter"} == 1')
+    small_stack.arm_alerting()
+    assert prom.rule_groups() and len(prom.alertmanagers()) == 1
+    assert prom.query('up{job="sloguard-pg-exporter"} == 1'), "armed rules start from a scraped exporter"
+    time.sleep(2)     # two evaluations of the armed rules on the idle stack
+    assert not [a["labels"]["alertname"] for a in prom.alerts()
+                if a["labels"]["alertname"] in ("PostgresExporterDown", "PgStatStatementsUnavailable")]
+
+
+class FakeAlertApis:
+    """Serves Prometheus' /api/v1/alerts and Alertmanager's /api/v2/alerts from a list the test changes."""
+
+    def __init__(self):
+        self.alerts: list[dict] = []
+        apis = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                body = ({"data": {"alerts": apis.alerts}} if self.path.startswith("/api/v1/alerts")
+                        else [{"labels": a["labels"], "status": {"state": "active"}} for a in apis.alerts
+                              if a["state"] == "firing"])
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def set(self, state: str | None, name: str = "OrdersBacklogGrowing", **labels) -> None:
+        self.alerts = [] if state is None else [
+            {"labels": {"alertname": name, "severity": "warning", **labels}, "state": state}]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_poller_records_an_alert_resolving_and_firing_again_while_the_replay_is_busy():
+    """The replay blocks for seconds in diagnose and in the index build; the poller thread must not."""
+    apis = FakeAlertApis()
+    timeline = AlertTimeline(Prometheus(apis.url), Alertmanager(apis.url))
+    poller = AlertPoller(timeline, interval=0.1).start()
+
+    def texts():
+        return [text for _, _, text in list(timeline.events)]
+
+    try:
+        # The test's thread never calls poll(): it only changes what the APIs answer, as the replay's phases do.
+        for state in ("pending", "firing", None, "firing", None, "pending", None):
+            apis.set(state, relname="invoices")
+            before = timeline.polls
+            _until(lambda before=before: timeline.polls >= before + 2, 10, f"two polls with state {state}")
+    finally:
+        poller.stop()
+        apis.close()
+    key = "OrdersBacklogGrowing relname=invoices"
+    assert texts() == [f"pending  {key}", f"FIRING   {key} [warning]", f"received {key} (active)",
+                       f"resolved {key}", f"FIRING   {key} [warning] (again, firing period 2)", f"resolved {key}",
+                       f"pending  {key}", f"inactive {key} (pending, never fired)"], texts()
+    rec = timeline.snapshot()[0]
+    assert len(rec.periods) == 2 and all(end is not None for _, end in rec.periods)
+    assert timeline.errors == 0 and [line for _, line in poller.drain()]
+    assert not poller._thread.is_alive()
+
+
+def _record(key, severity, *periods, pending=None):
+    name = key.split(" ")[0]
+    return AlertRecord(key, name, severity, pending_at=pending, firing_at=periods[0][0] if periods else None,
+                       periods=[list(p) for p in periods])
+
+
+def test_detection_rows_never_show_a_negative_time_after_the_fix():
+    marks = Marks(start=0, rules_loaded=5, load_start=10, migration=100, fix_start=140, fix_end=150, end=200)
+    records = [
+        _record("InvoiceQueueSaturated", "critical", (108, 145), pending=103),      # resolved during the build
+        _record("InvoiceLatencyHigh", "critical", (109, 160)),                      # resolved after it
+        _record("InvoiceDbSlow relname=invoices", "warning", (110, 125), (130, 170)),   # resolved, fired again
+        _record("StartupFlicker", "warning", (20, 25)),                            # before the migration
+    ]
+    production = {("InvoiceLatencyHigh", ""): ["3 min"]}
+    rows = {r["alert"]: r for r in report.detection_rows(records, marks, production)}
+    assert set(rows) == {"InvoiceQueueSaturated", "InvoiceLatencyHigh", "InvoiceDbSlow relname=invoices"}
+    saturated = rows["InvoiceQueueSaturated"]
+    assert saturated["resolved_after_fix_s"] is None and saturated["resolved_before_fix_end"]
+    assert saturated["resolved_after_s"] == 45 and saturated["pending_after_s"] == 3
+    assert rows["InvoiceLatencyHigh"]["resolved_after_fix_s"] == 10
+    assert rows["InvoiceLatencyHigh"]["production_ttd"] == "3 min"
+    assert rows["InvoiceDbSlow relname=invoices"]["firing_periods"] == [[10, 25], [30, 70]]
+    assert rows["InvoiceDbSlow relname=invoices"]["resolved_after_fix_s"] == 20
+    text = report.markdown(MODES["quick"], Outcome(marks=marks), list(rows.values()), [], [], [], {}, "c.png",
+                           records)
+    table = text.split("## Time to detect")[1].split("## Diagnosis")[0]
+    assert "+45s (before the index build ended)" in table
+    assert "2: +10s to +25s, +30s to +70s" in table
+    assert not re.search(r"\| -\d", table), "a negative cell in the time-to-detect table"
+    assert "production clock" not in text
+    assert "StartupFlicker: fired" in text, "an alert before the load must be reported, not hidden"
+
+
+def test_production_times_are_read_from_the_promtool_replay_header(tmp_path):
+    replay = tmp_path / production.PROMTOOL_REPLAY
+    replay.parent.mkdir(parents=True)
+    replay.write_text(
+        "# TIME TO DETECT\n"
+        "#   alert                               fires   TTD     resolves\n"
+        "#   InvoiceBurn 6h/30m page             09:04   3 min   09:40\n"
+        "#   InvoiceBurn 1h/5m page              09:05   4 min   09:19\n"
+        "#   InvoiceDbSlow (nightly batch)       09:07   6 min   09:20\n"
+        "#   InvoiceDbSlow (lookup)              09:06   5 min   09:20\n"
+        "rule_files: [x.yaml]\n")
+    table = production.promtool_ttd(str(tmp_path))
+    assert production.production_ttd(table, "InvoiceBurn", "1h/5m") == "4 min"
+    assert production.production_ttd(table, "InvoiceBurn", "6h/30m") == "3 min"
+    assert production.production_ttd(table, "InvoiceDbSlow") == "6 min (nightly batch), 5 min (lookup)"
+    assert production.production_ttd(table, "Unknown") == ""
+    assert production.promtool_ttd(str(tmp_path / "nowhere")) == {}
+
+
+def test_the_replay_file_the_report_quotes_has_a_time_to_detect_table(repo_root):
+    assert production.promtool_ttd(repo_root), f"no time-to-detect rows parsed from {production.PROMTOOL_REPLAY}"
+
+
+def test_chart_labels_keep_the_whole_alert_key():
+    key = "PostgresMissingIndexSuspected relname=invoice_lines queryid=-3163332361182627423 columns=customer_id"
+    label = chart.alert_label(key)
+    assert label.replace("\n", " ") == key and max(len(line) for line in label.splitlines()) <= chart.LABEL_WIDTH
+
+
+def test_runs_go_to_a_directory_git_ignores_by_default(repo_root):
+    args, _ = parse_args(["--quick"])
+    out = os.path.relpath(args.out, repo_root)
+    assert not out.startswith(".."), out
+    probe = os.path.join(out, "simulation-quick.md")
+    ignored = subprocess.run(["git", "check-ignore", "-q", probe], cwd=repo_root)
+    assert ignored.returncode == 0, f"{probe} is not ignored: make simulate would rewrite committed files"
+    tracked = subprocess.run(["git", "ls-files", out], cwd=repo_root, capture_output=True, text=True).stdout
+    assert tracked == "", tracked
+
+
+def test_the_committed_example_report_is_linked_and_complete(repo_root):
+    example = os.path.join(repo_root, "docs", "examples", "simulation-quick.md")
+    with open(example) as f:
+        text = f.read()
+    assert "](simulation-quick.png)" in text and os.path.exists(example[:-3] + ".png")
+    assert "production clock" not in text
+    links = {"README.md": "(docs/examples/simulation-quick.md)", "docs/simulation.md": "(examples/simulation-quick.md)"}
+    for doc, link in links.items():
+        with open(os.path.join(repo_root, doc)) as f:
+            assert link in f.read(), f"{doc} does not link the example report"
 
 
 # --- the replay ---

@@ -86,18 +86,19 @@ def compress_rules(rules_text: str, factor: float, min_range_ms: int, keep_ticke
         "min_range_ms": min_range_ms}
 
 
-def prometheus_config(deploy_text: str, rules_path: str, targets: dict[str, str], alertmanager: str,
+def prometheus_config(deploy_text: str, rules_path: str | None, targets: dict[str, str], alertmanager: str | None,
                       scrape_interval: str, exporter_job: str, exporter_interval: str) -> str:
     """deploy/prometheus/prometheus.yml with local rule file, 127.0.0.1 targets and a fast clock.
 
     Every job of the deployed file must get a target: a job the simulation forgot is an error, not a gap.
+    rules_path and alertmanager None: scrape only (no rules, no notifications), the start-up configuration.
     """
     cfg = yaml.safe_load(deploy_text)
     cfg["global"]["scrape_interval"] = scrape_interval
     cfg["global"]["evaluation_interval"] = scrape_interval
     cfg["global"]["scrape_timeout"] = scrape_interval
-    cfg["rule_files"] = [rules_path]
-    cfg["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [alertmanager]}]}]
+    cfg["rule_files"] = [rules_path] if rules_path else []
+    cfg["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [alertmanager]}]}] if alertmanager else []
     for job in cfg["scrape_configs"]:
         name = job["job_name"]
         if name not in targets:
