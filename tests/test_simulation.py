@@ -545,11 +545,34 @@ def test_page_and_database_alerts_fire_after_the_migration(replay):
     assert "PostgresSeqScanLargeTable relname=users" in fired
     receivers = {n["receiver"] for n in summary["notifications"] if n["status"] == "firing"}
     assert {"page", "ticket"} <= receivers, "Alertmanager did not route both severities to their receivers"
-    # nothing fired during the healthy phase
-    migration = summary["outcome"]["marks"]["migration"]
-    load_start = summary["outcome"]["marks"]["load_start"]
-    early = [a["key"] for a in summary["alerts"] if a["firing_at"] and load_start < a["firing_at"] < migration]
-    assert not early, f"alerts fired on healthy traffic: {early}"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_nothing_fires_or_notifies_at_start_up_or_on_healthy_traffic(replay):
+    """Before the change, PostgresExporterDown fired and paged the ticket receiver before any load."""
+    _, summary, _ = replay
+    marks = summary["outcome"]["marks"]
+    assert marks["start"] < marks["rules_loaded"] < marks["load_start"] < marks["migration"]
+    assert summary["outcome"]["active_before_load"] == []
+    early = [a["key"] for a in summary["alerts"] if a["firing_at"] and a["firing_at"] < marks["migration"]]
+    assert not early, f"alerts fired before the migration: {early}"
+    sent = [(n["receiver"], [a["alertname"] for a in n["alerts"]]) for n in summary["notifications"]
+            if n["received_at"] < marks["migration"]]
+    assert not sent, f"notifications before the migration: {sent}"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_alert_polling_covers_the_diagnosis_and_the_index_build(replay):
+    _, summary, _ = replay
+    out = summary["outcome"]
+    marks, polls = out["marks"], out["poll_times"]
+    assert out["polls"] == len(polls) + out["poll_errors"]
+    busy = [t for t in polls if marks["diagnose_start"] <= t <= marks["fix_end"]]
+    # once a second; a third of that leaves room for a loaded machine, none at all was the old behaviour
+    assert len(busy) >= (marks["fix_end"] - marks["diagnose_start"]) / 3, (len(busy), marks)
+    assert polls[0] <= marks["rules_loaded"] and polls[-1] >= marks["recovered"]
 
 
 @pytest.mark.e2e
@@ -582,6 +605,9 @@ def test_every_alert_resolves_after_the_fix(replay):
     assert out["all_resolved"], f"still active: {out['unresolved']}\n{proc.stdout[-2000:]}"
     open_periods = [a["key"] for a in summary["alerts"] if a["periods"] and a["periods"][-1][1] is None]
     assert not open_periods
+    for row in summary["detection"]:
+        assert row["resolved_after_s"] is not None and row["resolved_after_s"] > 0, row
+        assert row["resolved_before_fix_end"] or row["resolved_after_fix_s"] >= 0, row
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
@@ -602,7 +628,10 @@ def test_report_and_chart_are_written(replay):
     _, summary, out = replay
     text = (out / "simulation-quick.md").read_text()
     assert "## Time to detect" in text and "simulation-quick.png" in text
-    assert f"Alert API polls (once a second) that failed: {summary['outcome']['poll_errors']}" in text
+    assert f"Alert API polls: {summary['outcome']['polls']}, one a second" in text
+    assert f"failed: {summary['outcome']['poll_errors']};" in text
+    assert "production clock" not in text and "## The load against the record" in text
+    assert summary["outcome"]["calibration"]["saturated"]["p99_s"] is not None
     for row in summary["detection"]:
         assert row["alert"] in text
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "temp files left behind"

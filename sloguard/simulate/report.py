@@ -127,9 +127,10 @@ def _calibration(mode, outcome) -> list[str]:
         ("5xx other than 504", "error_ratio", _pct), ("504 (timeouts)", "timeout_ratio", _pct),
     ]
     lines = ["## The load against the record", "",
-             "Record: the scenario's figures (normal; 14:32, error rate 15% from 14:35). Replay: measured in "
-             "Prometheus over the healthy phase and over the saturated window "
-             f"({saturated.get('seconds', '-')} s, from the pool alert firing to the index build).", "",
+             "Record: the scenario's figures before the incident and at 14:32 (its error rate rose from 8.5% "
+             "then to 15% from 14:35; the 30% timeouts are on top). Replay: measured in Prometheus over the "
+             f"healthy phase and over the saturated window ({saturated.get('seconds', '-')} s, from the pool "
+             "alert firing to the start of the index build).", "",
              "| figure | record, normal | replay, healthy | record, incident | replay, saturated |",
              "|---|---|---|---|---|"]
     for label, key, fmt in rows:

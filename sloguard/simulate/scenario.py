@@ -63,6 +63,7 @@ class Outcome:
     polls: int = 0                            # alert API polls, once a second from start-up to the end
     poll_errors: int = 0                      # of which failed (the timeline may have gaps)
     largest_poll_gap_s: float = 0.0           # longest stretch without a successful poll, rules loaded to end
+    poll_times: list[float] = field(default_factory=list)   # every successful poll (Unix seconds)
 
 
 def login_plan(dsn: str) -> str:
@@ -244,6 +245,7 @@ class Scenario:
         self.poller.stop()
         self.print_events()
         self.out.polls, self.out.poll_errors = self.timeline.polls, self.timeline.errors
+        self.out.poll_times = [round(t, 3) for t in self.timeline.poll_times]
         self.out.largest_poll_gap_s = round(
             self.timeline.largest_gap(self.out.marks.rules_loaded or self.out.marks.start, self.out.marks.end), 1)
         return self.out
