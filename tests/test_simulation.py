@@ -391,6 +391,7 @@ def test_detection_rows_never_show_a_negative_time_after_the_fix():
     table = text.split("## Time to detect")[1].split("## Diagnosis")[0]
     assert "+45s (before the index build ended)" in table
     assert "2: +10s to +25s, +30s to +70s" in table
+    assert "fired again during the incident: InvoiceDbSlow relname=invoices (2 firing periods)" in text
     assert not re.search(r"\| -\d", table), "a negative cell in the time-to-detect table"
     assert "production clock" not in text
     assert "StartupFlicker: fired" in text, "an alert before the load must be reported, not hidden"

@@ -97,6 +97,12 @@ def _periods_cell(r: dict) -> str:
         f"+{s}s to " + (f"+{e}s" if e is not None else "end") for s, e in r["firing_periods"])
 
 
+def _refired(rows: list[dict]) -> list[str]:
+    flapping = [f"{r['alert']} ({len(r['firing_periods'])} firing periods)" for r in rows
+                if len(r["firing_periods"]) > 1]
+    return [f"Resolved and fired again during the incident: {', '.join(flapping)}.", ""] if flapping else []
+
+
 def _before_migration(outcome, records, notifications) -> list[str]:
     """Anything pending, firing or notified before the migration: on the start-up state or healthy traffic, it
     would be noise (or a page) the incident did not cause, so it is listed, never filtered out."""
@@ -208,7 +214,7 @@ def markdown(mode, outcome, rows, timeline_events, notifications, panels, rules_
         + (" (an alert shorter than that may be missing from the timeline)." if outcome.largest_poll_gap_s > 2
            else "."),
         "",
-    ] + _before_migration(outcome, list(records), notifications) + [""] + (
+    ] + _refired(rows) + _before_migration(outcome, list(records), notifications) + [""] + (
         [f"Expected but not seen before the diagnosis: {', '.join(outcome.missing_signals)}.", ""]
         if outcome.missing_signals else []) + [
         f"![latency, pool, errors and alerts]({chart_name})",
