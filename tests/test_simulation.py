@@ -154,6 +154,10 @@ def test_demo_api_serves_the_login_query_and_answers_504_past_its_deadline(demo_
     try:
         base = f"http://127.0.0.1:{port}"
         procs.wait_http(api, base + "/healthz", 30)      # fails with the API's log if it never answers
+        idle = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+        for route in ("/login", "/orders/recent"):    # before any request: absent() rules see the series
+            assert f'http_requests_total{{code="200",route="{route}"}} 0.0' in idle, idle
+            assert f'http_request_duration_seconds_count{{route="{route}"}} 0.0' in idle
         body = json.loads(urllib.request.urlopen(base + "/login?email=user1@example.com", timeout=5).read())
         assert body == {"rows": 1}
         # Lock the table so the query waits past the request timeout: statement_timeout cancels it -> 504.
