@@ -84,6 +84,42 @@ def test_compress_rules_scales_for_and_drops_the_ticket_tier_only_when_asked(rep
     assert "slo:sli_error:ratio_rate5m" in records
 
 
+INVENTED_RULES = """
+groups:
+- name: invoices-period
+  interval: 5m
+  rules:
+  - record: slo:period_error_budget_remaining:ratio
+    expr: 1 - slo:sli_error:ratio_rate28d{sloth_slo="invoices"} / 0.01
+- name: invoices-alerts
+  rules:
+  - alert: InvoicesBudgetExhausted
+    expr: slo:period_error_budget_remaining:ratio{sloth_slo="invoices"} < 0
+    for: 10m
+  - alert: InvoicesBudgetLow
+    expr: slo:period_burn_rate:ratio{sloth_slo="invoices"} > 0.75
+  - alert: InvoicesBurn
+    expr: slo:sli_error:ratio_rate5m{sloth_slo="invoices"} > 0.144
+    for: 2m
+    labels: {sloth_severity: page}
+"""
+
+
+def test_compress_rules_drops_alerts_over_the_slo_period_and_compresses_group_intervals():
+    """A budget alert reads the whole (compressed) period, which holds the entire replay: it would fire on the
+    incident and never resolve, so it is not loaded, and the report says why."""
+    for keep_ticket_tier in (False, True):
+        text, summary = configs.compress_rules(INVENTED_RULES, 60, 9000, keep_ticket_tier, 5000)
+        groups = {g["name"]: g for g in yaml.safe_load(text)["groups"]}
+        assert groups["invoices-period"]["interval"] == "5s"
+        assert [r["record"] for r in groups["invoices-period"]["rules"]] == ["slo:period_error_budget_remaining:ratio"]
+        assert [r["alert"] for r in groups["invoices-alerts"]["rules"]] == ["InvoicesBurn"]
+        assert summary["alerts"] == ["InvoicesBurn"]
+        assert [d.split(" ")[0] for d in summary["dropped"]] == ["InvoicesBudgetExhausted",
+                                                                 "InvoicesBudgetLow"]
+        assert all("SLO-period window" in d for d in summary["dropped"])
+
+
 def test_prometheus_config_rejects_a_job_without_local_target(repo_root):
     with open(os.path.join(repo_root, "deploy/prometheus/prometheus.yml")) as f:
         text = f.read()
