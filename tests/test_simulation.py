@@ -32,7 +32,14 @@ from sloguard.simulate import chart, configs, production, report, seed
 from sloguard.simulate.__main__ import parse_args
 from sloguard.simulate.modes import MODES
 from sloguard.simulate.processes import ProcessGroup
-from sloguard.simulate.promapi import Alertmanager, AlertPoller, AlertRecord, AlertTimeline, Prometheus
+from sloguard.simulate.promapi import (
+    Alertmanager,
+    AlertPoller,
+    AlertRecord,
+    AlertTimeline,
+    Prometheus,
+    alert_key,
+)
 from sloguard.simulate.scenario import Marks, Outcome
 from sloguard.simulate.stack import Stack
 
@@ -400,6 +407,14 @@ def test_poller_records_an_alert_resolving_and_firing_again_while_the_replay_is_
     assert len(rec.periods) == 2 and all(end is not None for _, end in rec.periods)
     assert timeline.errors == 0 and [line for _, line in poller.drain()]
     assert not poller._thread.is_alive()
+
+
+def test_alert_keys_tell_apart_one_alert_per_slo_and_per_statement():
+    absent = [{"alertname": "SloMetricAbsent", "sloth_id": f"billing-{slo}", "severity": "critical"}
+              for slo in ("availability", "latency")]
+    regressions = [{"alertname": "PostgresStatementRegression", "fingerprint": fp} for fp in ("a1", "b2")]
+    assert len({alert_key(labels) for labels in absent + regressions}) == 4
+    assert alert_key(absent[0]) == "SloMetricAbsent sloth_id=billing-availability"
 
 
 def _record(key, severity, *periods, pending=None):

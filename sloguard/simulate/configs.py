@@ -75,7 +75,7 @@ def compress_rules(rules_text: str, factor: float, min_range_ms: int, keep_ticke
         rules = []
         for rule in group.get("rules", []):
             labels = rule.get("labels", {}) or {}
-            name = f"{rule.get('alert', '')} {labels.get('burn_window', '')}".strip()
+            name = " ".join(filter(None, (rule.get("alert"), labels.get("sloth_id"), labels.get("burn_window"))))
             if "alert" in rule and not keep_ticket_tier and labels.get("sloth_severity") == "ticket":
                 # Ticket windows (2h, 6h short windows) cannot clear within a quick run even compressed.
                 dropped.append(f"{name} (ticket tier)")

@@ -54,10 +54,15 @@ class Alertmanager:
         return _get(f"{self.base}/api/v2/alerts")
 
 
+# Labels that tell instances of one alert apart: the SLO (SloMetricAbsent exists once per SLO), the window pair,
+# the table, the statement (by queryid or by fingerprint), the index columns.
+KEY_LABELS = ("sloth_id", "burn_window", "relname", "queryid", "fingerprint", "columns")
+
+
 def alert_key(labels: dict) -> str:
-    """One alert instance: its name plus the labels that tell instances apart (window pair, table, statement)."""
+    """One alert instance: its name plus the labels of KEY_LABELS it carries."""
     parts = [labels.get("alertname", "?")]
-    for key in ("burn_window", "relname", "queryid", "columns"):
+    for key in KEY_LABELS:
         if labels.get(key):
             parts.append(f"{key}={labels[key]}")
     return " ".join(parts)
