@@ -83,7 +83,7 @@ def test_compress_rules_scales_for_and_drops_the_ticket_tier_only_when_asked(rep
     p99 = next(r for r in rules if r.get("alert") == "ApiLatencyP99High")
     assert p99["for"] == "2s" and "[6s]" in p99["expr"]     # 2m / 60, no floor asked
     full, summary_full = configs.compress_rules(text, 60, 6000, keep_ticket_tier=True)
-    assert not summary_full["dropped"]
+    assert not [d for d in summary_full["dropped"] if "ticket tier" in d], summary_full["dropped"]
     assert any(r.get("labels", {}).get("sloth_severity") == "ticket"
                for g in yaml.safe_load(full)["groups"] for r in g["rules"])
     # names unchanged: the dashboards read the same recorded series
