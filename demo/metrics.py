@@ -7,6 +7,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+# Routes that talk to the database: their series exist from start-up (see ApiMetrics).
+ROUTES = ("/login", "/orders/recent")
+
+
 class ApiMetrics:
     def __init__(self, pool) -> None:
         self.registry = CollectorRegistry()
@@ -22,6 +26,11 @@ class ApiMetrics:
         waiting = Gauge("db_pool_waiting_requests", "Requests waiting for a pool connection.",
                         registry=self.registry)
         waiting.set_function(lambda: pool.waiting)
+        # Labelled series appear only once observed; created at zero here, a scrape before the first request
+        # already has them, so absent() rules (an outage alert) stay quiet on an idle service that just started.
+        for route in ROUTES:
+            self.requests.labels(route=route, code="200")
+            self.duration.labels(route=route)
 
     def observe(self, route: str, code: int, seconds: float) -> None:
         self.requests.labels(route=route, code=str(code)).inc()

@@ -3,7 +3,7 @@
 Starts PostgreSQL 15 (pg_stat_statements, HypoPG), exporters/pg_exporter, the demo API, Alertmanager, Prometheus
 with the generated rules and a load generator; plays healthy traffic, the migration, the degradation, the alerts,
 `sloguard.diagnose`, the recommended CREATE INDEX CONCURRENTLY and the recovery; writes
-reports/simulation-<mode>.{md,png,json}. Every process is stopped at the end, on error, on Ctrl-C/SIGTERM and at
+.sim-runs/simulation-<mode>.{md,png,json} (ignored by git; --out elsewhere). Every process is stopped at the end, on error, on Ctrl-C/SIGTERM and at
 --deadline. Exit 0 when the alerts fired and all resolved after the fix, 1 when the replay ran but did not show
 that, 2 when it could not run (or reached --deadline), 130 when interrupted.
 """
@@ -19,6 +19,9 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Runs go to an ignored directory: a replay must not rewrite committed files. The committed example report is
+# docs/examples/ (refreshed on purpose with --out docs/examples).
+DEFAULT_OUT = ".sim-runs"
 
 
 class Interrupted(Exception):
@@ -53,7 +56,8 @@ def parse_args(argv):
     p.add_argument("--users", type=int, help="rows in users (scale)")
     p.add_argument("--rate", type=float, help="load, requests per second")
     p.add_argument("--pool-size", type=int)
-    p.add_argument("--out", default=os.path.join(REPO, "reports"), help="report directory (default: reports/)")
+    p.add_argument("--out", default=os.path.join(REPO, DEFAULT_OUT),
+                   help=f"report directory (default: {DEFAULT_OUT}/, ignored by git)")
     p.add_argument("--keep-workdir", action="store_true", help="keep configs and logs (path printed)")
     p.add_argument("--deadline", type=int, default=0,
                    help="give up after this many seconds, stop everything and exit 2 (default: none)")
@@ -98,10 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print("sloguard.simulate cannot run:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
+    from sloguard.simulate.calibration import Window, measure
+    from sloguard.simulate.chart import chart_series
     from sloguard.simulate.panels import check_panels
-    from sloguard.simulate.promapi import AlertTimeline
+    from sloguard.simulate.production import promtool_ttd
+    from sloguard.simulate.promapi import AlertPoller, AlertTimeline
     from sloguard.simulate.replay_view import replay_view
-    from sloguard.simulate.report import chart_series, write_outputs
+    from sloguard.simulate.report import write_outputs
     from sloguard.simulate.scenario import Scenario
     from sloguard.simulate.stack import Stack, exporter_job_from_spec
     from sloguard.spec import SpecError
@@ -122,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.alarm(args.deadline)    # 0: none. Callers with their own timeout (the tests) give a shorter one.
     stack = Stack(view, workdir, mode, exporter_job_from_spec(view), say)
     t_start = time.time()
+    poller = None
     code = 2
     try:
         say(f"sloguard simulate, {mode.name} mode: {mode.users:,} users, {mode.rate:g} req/s, "
@@ -132,28 +140,42 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_services()
         say(f"exporter {stack.url('exporter')}, demo API {stack.url('api')}, "
             f"Prometheus {stack.url('prometheus')}, Alertmanager {stack.url('alertmanager')}")
+        # Polled from now to the end, in its own thread: nothing the replay does (diagnose, the index build) pauses it.
         timeline = AlertTimeline(stack.prometheus, stack.alertmanager)
-        scenario = Scenario(stack, timeline, say)
+        poller = AlertPoller(timeline).start()
+        stack.arm_alerting()
+        scenario = Scenario(stack, timeline, poller, say)
         scenario.out.marks.start = t_start
+        scenario.out.marks.rules_loaded = time.time()
         scenario.out.seed_seconds = seed_s
+        say("every target scraped once; rules and Alertmanager loaded")
         outcome = scenario.run()
         say("checking every dashboard panel query against the live Prometheus")
         window = f"{mode.min_range_ms // 1000}s"
         panels = check_panels(view, stack.prometheus, outcome.marks.load_start, outcome.marks.end, window)
         series = chart_series(stack.prometheus, outcome.marks.load_start, outcome.marks.end, window)
-        paths = write_outputs(args.out, mode, outcome, list(timeline.records.values()), timeline.events,
-                              list(stack.sink.notifications), panels, series, stack.rules_summary)
+        records = timeline.snapshot()
+        m = outcome.marks
+        saturated_at = min([p[0] for r in records if r.alertname == "AppDbPoolSaturated" for p in r.periods
+                            if p[0] >= m.migration] or [m.migration])
+        outcome.calibration = {
+            "healthy": measure(stack.prometheus, Window("healthy", m.load_start, m.migration)),
+            "saturated": measure(stack.prometheus, Window("saturated", saturated_at, m.fix_start or m.recovered)),
+        }
+        paths = write_outputs(args.out, mode, outcome, records, timeline.events,
+                              list(stack.sink.notifications), panels, series, stack.rules_summary,
+                              promtool_ttd(REPO))
         empty = [p for p in panels if not p.ok]
         say(f"panels with data: {len(panels) - len(empty)}/{len(panels)}"
             + ("".join(f"\n  NO DATA {p.uid} #{p.panel_id} {p.title}" for p in empty)))
         say("time to detect (after the migration):")
-        for rec in sorted(timeline.records.values(), key=lambda r: r.firing_at or 1e18):
+        for rec in sorted(records, key=lambda r: r.firing_at or 1e18):
             if rec.firing_at and rec.firing_at >= outcome.marks.migration:   # start-up flickers are not detections
                 say(f"  {rec.firing_at - outcome.marks.migration:6.1f}s  {rec.key} [{rec.severity}]")
-        if timeline.errors:
-            say(f"alert API polls that failed: {timeline.errors}")
+        say(f"alert API polls: {timeline.polls}, failed {timeline.errors}, longest gap "
+            f"{outcome.largest_poll_gap_s:g}s")
         say(f"report: {paths['markdown']} (chart {paths['chart']}); total {time.time() - t_start:.0f}s")
-        fired = bool(timeline.records)
+        fired = bool(records)
         code = 0 if fired and outcome.all_resolved and outcome.fix_sql else 1
     except Interrupted as exc:
         say(f"interrupted ({exc}): stopping every process")
@@ -167,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         code = 2
     finally:
         signal.alarm(0)
+        if poller is not None:
+            poller.stop()
         # Ignore a second Ctrl-C while cleaning up: a half-stopped stack is worse than a slow exit.
         for s in previous:
             signal.signal(s, signal.SIG_IGN)

@@ -56,19 +56,32 @@ def compress_expr(expr: str, factor: float, min_range_ms: int) -> str:
     return _OFFSET.sub(lambda m: "offset " + scale(m["d"], 1000), expr)
 
 
+# Series over the whole SLO period (Sloth's names: slo:period_burn_rate:ratio, slo:period_error_budget_remaining:
+# ratio). Compressed, the period still holds the entire replay, so an alert on them (budget exhausted, budget low)
+# fires on the incident and cannot resolve before the replay ends.
+_PERIOD_SERIES = re.compile(r"\bslo:period_\w+")
+
+
 def compress_rules(rules_text: str, factor: float, min_range_ms: int, keep_ticket_tier: bool,
                    min_for_ms: int = 0) -> tuple[str, dict]:
-    """Returns the compressed rule file and a summary {alerts kept, alerts dropped, factor} for the report."""
+    """Returns the compressed rule file and a summary {alerts kept, alerts dropped (with why), factor} for the
+    report. Group evaluation intervals are compressed too (never below 1 s)."""
     doc = yaml.safe_load(rules_text)
     dropped: list[str] = []
     kept: set[str] = set()
     for group in doc.get("groups", []):
+        if group.get("interval"):
+            group["interval"] = format_duration_ms(max(1000, round(parse_duration_ms(str(group["interval"])) / factor)))
         rules = []
         for rule in group.get("rules", []):
             labels = rule.get("labels", {}) or {}
+            name = " ".join(filter(None, (rule.get("alert"), labels.get("sloth_id"), labels.get("burn_window"))))
             if "alert" in rule and not keep_ticket_tier and labels.get("sloth_severity") == "ticket":
                 # Ticket windows (2h, 6h short windows) cannot clear within a quick run even compressed.
-                dropped.append(f"{rule['alert']} {labels.get('burn_window', '')}".strip())
+                dropped.append(f"{name} (ticket tier)")
+                continue
+            if "alert" in rule and _PERIOD_SERIES.search(str(rule["expr"])):
+                dropped.append(f"{name} (SLO-period window: the replay is all of its compressed period)")
                 continue
             rule = dict(rule)
             rule["expr"] = compress_expr(str(rule["expr"]), factor, min_range_ms)
@@ -86,18 +99,19 @@ def compress_rules(rules_text: str, factor: float, min_range_ms: int, keep_ticke
         "min_range_ms": min_range_ms}
 
 
-def prometheus_config(deploy_text: str, rules_path: str, targets: dict[str, str], alertmanager: str,
+def prometheus_config(deploy_text: str, rules_path: str | None, targets: dict[str, str], alertmanager: str | None,
                       scrape_interval: str, exporter_job: str, exporter_interval: str) -> str:
     """deploy/prometheus/prometheus.yml with local rule file, 127.0.0.1 targets and a fast clock.
 
     Every job of the deployed file must get a target: a job the simulation forgot is an error, not a gap.
+    rules_path and alertmanager None: scrape only (no rules, no notifications), the start-up configuration.
     """
     cfg = yaml.safe_load(deploy_text)
     cfg["global"]["scrape_interval"] = scrape_interval
     cfg["global"]["evaluation_interval"] = scrape_interval
     cfg["global"]["scrape_timeout"] = scrape_interval
-    cfg["rule_files"] = [rules_path]
-    cfg["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [alertmanager]}]}]
+    cfg["rule_files"] = [rules_path] if rules_path else []
+    cfg["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [alertmanager]}]}] if alertmanager else []
     for job in cfg["scrape_configs"]:
         name = job["job_name"]
         if name not in targets:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import time
 
@@ -30,6 +31,7 @@ class Stack:
         self.pick_port = free_port
         self.rules_summary: dict = {}
         self.loadgen = None
+        self._prometheus: Child | None = None
 
     # --- addresses ---
     def url(self, name: str) -> str:
@@ -61,13 +63,29 @@ class Stack:
         return time.monotonic() - t
 
     def start_services(self) -> None:
+        """Everything up and scraped, no rule loaded yet: call arm_alerting() next."""
         self.sink = AlertSink("127.0.0.1", 0).start()    # in-process, port 0: bound at once, no race
         # The exporter, the API and Alertmanager start together; Prometheus last, as its config names their ports.
         children = {name: self._launch(name) for name in ("exporter", "demo-api", "alertmanager")}
         for name, child in children.items():
             self._wait_listening(name, child)
-        self._wait_listening("prometheus", self._launch("prometheus"))
-        self._wait_targets_up(30)
+        self._prometheus = self._wait_listening("prometheus", self._launch("prometheus"))
+        self._wait_first_scrapes(60)
+
+    def arm_alerting(self) -> None:
+        """Load the rules and the Alertmanager target (SIGHUP reload) once every target has been scraped.
+
+        Prometheus starts with no rules: loaded at once, absent(up{...}) and up == 0 would be true until the
+        exporter's first scrape (slow: its first statistics and index checks), and PostgresExporterDown would fire
+        and notify before any load. Armed after the first successful scrapes, the rules start from real data."""
+        self._write_prometheus_config(armed=True)
+        self._prometheus.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while not (self.prometheus.rule_groups() and self.prometheus.alertmanagers()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Prometheus did not load the rules within 30s:\n{self._prometheus.tail()}")
+            self.procs.check_alive()
+            time.sleep(0.2)
 
     # Each port is picked just before its process binds it, and picked again if another process took it meanwhile.
     PORT_ATTEMPTS = 3
@@ -97,7 +115,7 @@ class Stack:
                 f"--storage.path={self.workdir}/am-data", f"--web.listen-address={listen}",
                 "--cluster.listen-address=", "--log.level=warn"])
         if name == "prometheus":
-            self._write_prometheus_config()
+            self._write_prometheus_config(armed=False)
             return self.procs.start(name, [
                 PROMETHEUS_BIN, f"--config.file={self.workdir}/prometheus.yml",
                 f"--storage.tsdb.path={self.workdir}/tsdb", f"--web.listen-address={listen}",
@@ -117,15 +135,21 @@ class Stack:
                 child = self._launch(name)
         return child
 
-    def _wait_targets_up(self, timeout: float) -> None:
+    def _wait_first_scrapes(self, timeout: float) -> None:
+        """Until every target's last scrape succeeded and the exporter reaches PostgreSQL (sloguard_pg_up 1)."""
         deadline = time.monotonic() + timeout
         health: dict[str, str] = {}
+        pg_up: list[dict] = []
         while time.monotonic() < deadline:
             health = self.prometheus.target_health()
             if health and all(h == "up" for h in health.values()):
-                return
+                pg_up = self.prometheus.query(f'sloguard_pg_up{{job="{self.exporter_job}"}} == 1')
+                if pg_up:
+                    return
+            self.procs.check_alive()
             time.sleep(0.5)
-        raise TimeoutError(f"Prometheus targets not all up after {timeout:.0f}s: {health}")
+        raise TimeoutError(f"Prometheus targets not all scraped successfully after {timeout:.0f}s: {health}, "
+                           f"sloguard_pg_up == 1: {bool(pg_up)}")
 
     def _write(self, name: str, text: str) -> None:
         with open(os.path.join(self.workdir, name), "w") as f:
@@ -135,19 +159,21 @@ class Stack:
         with open(os.path.join(self.repo, "deploy", "alertmanager", "alertmanager.yml")) as f:
             self._write("alertmanager.yml", configs.alertmanager_config(f.read(), f"http://127.0.0.1:{self.sink.port}"))
 
-    def _write_prometheus_config(self) -> None:
-        with open(os.path.join(self.repo, "alerts", "sloguard-rules.yaml")) as f:
-            rules, self.rules_summary = configs.compress_rules(
-                f.read(), self.mode.time_factor, self.mode.min_range_ms, self.mode.keep_ticket_tier,
-                self.mode.min_for_ms)
+    def _write_prometheus_config(self, armed: bool) -> None:
+        """Scrape-only at start-up (armed False); with the compressed rules and Alertmanager once armed."""
+        if armed:
+            with open(os.path.join(self.repo, "alerts", "sloguard-rules.yaml")) as f:
+                rules, self.rules_summary = configs.compress_rules(
+                    f.read(), self.mode.time_factor, self.mode.min_range_ms, self.mode.keep_ticket_tier,
+                    self.mode.min_for_ms)
+            self._write("rules.yaml", rules)
         with open(os.path.join(self.repo, "deploy", "prometheus", "prometheus.yml")) as f:
             prom_cfg = configs.prometheus_config(
-                f.read(), f"{self.workdir}/rules.yaml",
+                f.read(), f"{self.workdir}/rules.yaml" if armed else None,
                 {"api": f"127.0.0.1:{self.ports['api']}", self.exporter_job: f"127.0.0.1:{self.ports['exporter']}",
                  "prometheus": f"127.0.0.1:{self.ports['prometheus']}"},
-                f"127.0.0.1:{self.ports['alertmanager']}", self.mode.scrape_interval, self.exporter_job,
-                self.mode.exporter_interval)
-        self._write("rules.yaml", rules)
+                f"127.0.0.1:{self.ports['alertmanager']}" if armed else None, self.mode.scrape_interval,
+                self.exporter_job, self.mode.exporter_interval)
         self._write("prometheus.yml", prom_cfg)
 
     def start_load(self, duration: float) -> None:
