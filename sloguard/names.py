@@ -13,6 +13,8 @@ COLLECTOR_SUCCESS = f"{PREFIX}_collector_success"              # gauge {collecto
 COLLECTOR_DURATION = f"{PREFIX}_collector_duration_seconds"    # gauge {collector}
 SCRAPE_ERRORS = f"{PREFIX}_scrape_errors_total"                # counter {collector}
 EXPORTER_INFO = f"{PREFIX}_exporter_info"                      # gauge 1 {version, server_version}
+DATABASE_UP = f"{PREFIX}_database_up"                          # gauge 1/0 {datname}: per-database collectors ran
+DATABASE_SKIPPED = f"{PREFIX}_database_skipped"                # gauge 1 {datname, reason}: not scraped, and why
 
 # pg_stat_statements, top-N by total execution time; labels {datname, user, queryid}
 STATEMENT_CALLS = f"{PREFIX}_statement_calls_total"
@@ -49,7 +51,7 @@ OLDEST_TRANSACTION_SECONDS = f"{PREFIX}_oldest_transaction_seconds"  # gauge {da
 MIGRATION_LAST_APPLIED = f"{PREFIX}_migration_last_applied_timestamp_seconds"
 
 EXPORTER_METRICS = (
-    PG_UP, COLLECTOR_SUCCESS, COLLECTOR_DURATION, SCRAPE_ERRORS, EXPORTER_INFO,
+    PG_UP, COLLECTOR_SUCCESS, COLLECTOR_DURATION, SCRAPE_ERRORS, EXPORTER_INFO, DATABASE_UP, DATABASE_SKIPPED,
     STATEMENT_CALLS, STATEMENT_EXEC_SECONDS, STATEMENT_ROWS, STATEMENT_SHARED_BLKS_HIT,
     STATEMENT_SHARED_BLKS_READ, STATEMENT_MEAN_SECONDS, STATEMENT_MAX_SECONDS, STATEMENT_INFO,
     TABLE_SEQ_SCAN, TABLE_SEQ_TUP_READ, TABLE_IDX_SCAN, TABLE_LIVE_ROWS, TABLE_SIZE_BYTES,

@@ -1,0 +1,258 @@
+"""Every database of a cluster: a layer around the per-database collectors (postgres_exporter's flag names).
+
+One `ExporterCollector` runs the cluster-wide collectors (statements, connections, locks) on the DSN's database;
+one more per scraped database runs the per-database ones (tables, missing_indexes, migrations) on that database's
+own connection. The collectors themselves are unchanged: this layer gives them a connection, the cluster-wide
+top statements (so the advisor plans each statement in its own database) and adds `datname` to every series a
+per-database run emits.
+
+Cost bounds: a database's connection is opened on its first scrape and reused (one `Database`, whose lock keeps
+at most one query in flight per database); at most `max_connections` are open at once (the least recently used
+idle one is closed to make room; a database that finds no room is skipped for that scrape and reported); the
+per-database top-N flags bound cardinality per database.
+
+With --auto-discover-databases the database list is read from pg_database at every scrape: a dropped database
+disappears from the next scrape (its connection closed, its series gone); templates, databases that refuse
+connections and those the role may not CONNECT to are skipped and reported in `sloguard_pg_database_skipped`.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
+
+from sloguard import names
+from sloguard.pginsight import queries
+
+from .base import ExporterOptions, ScrapeContext, SubCollector
+from .connection import Database, one_line
+from .health import ExporterCollector, default_collectors
+
+log = logging.getLogger(__name__)
+
+CLUSTER_WIDE = ("statements", "connections", "locks")        # read pg_stat_statements / pg_stat_activity once
+PER_DATABASE = ("tables", "missing_indexes", "migrations")   # read the catalogue of the database connected to
+
+DISCOVERY_SQL = """
+SELECT datname, datistemplate, datallowconn, has_database_privilege(datname, 'CONNECT')
+FROM pg_database ORDER BY datname
+"""
+
+
+@dataclass(frozen=True)
+class DatabaseSelection:
+    auto_discover: bool = False
+    include: frozenset[str] = frozenset()   # with auto_discover: only these (empty: all)
+    exclude: frozenset[str] = frozenset()
+
+    def wanted(self, datname: str) -> bool:
+        return datname not in self.exclude and (not self.include or datname in self.include)
+
+
+def discover(conn: psycopg.Connection, selection: DatabaseSelection) -> tuple[list[str], dict[str, str]]:
+    """(databases to scrape, {skipped database: reason}); excluded/not-included ones are left out of both."""
+    scrape, skipped = [], {}
+    for datname, template, allow_conn, may_connect in conn.execute(DISCOVERY_SQL):
+        if not selection.wanted(datname):
+            continue
+        if template:
+            skipped[datname] = "template"
+        elif not allow_conn:
+            skipped[datname] = "connections_not_allowed"
+        elif not may_connect:
+            skipped[datname] = "no_connect_privilege"
+        else:
+            scrape.append(datname)
+    return scrape, skipped
+
+
+@dataclass
+class _Target:
+    """One scraped database: its connection and its own collector instances (the advisor caches per database)."""
+    datname: str
+    db: Database
+    exporter: ExporterCollector
+    last_used: float = 0.0
+    busy: int = 0
+    top: list = field(default_factory=list)
+
+
+class ClusterCollector:
+    def __init__(self, primary: Database, options: ExporterOptions, *, enabled: tuple[str, ...] = names.COLLECTORS,
+                 selection: DatabaseSelection = DatabaseSelection(), max_connections: int = 10,
+                 database_factory: Callable[[str], Database] | None = None):
+        self.primary = primary
+        self.options = options
+        self.selection = selection
+        self.max_connections = max(1, max_connections)
+        self.enabled = enabled
+        self._factory = database_factory
+        self.cluster = ExporterCollector(primary, options, self._collectors(CLUSTER_WIDE), on_context=self._on_cluster)
+        self._targets: dict[str, _Target] = {}
+        self._slots = threading.Lock()   # guards _targets' busy/last_used and connection accounting
+        self._scrape_state = threading.local()
+        self._known: tuple[list[str], dict[str, str]] = ([], {})   # last discovery, kept while the primary is down
+        self._discovery_failed_logged = False
+
+    def _collectors(self, group: tuple[str, ...]) -> list[SubCollector]:
+        return [c for c in default_collectors() if c.name in group and c.name in self.enabled]
+
+    def describe(self):
+        return []
+
+    # --- the cluster-wide run on the primary connection -----------------------------------------------------
+    def _on_cluster(self, ctx: ScrapeContext) -> None:
+        """Called by the cluster ExporterCollector with its connection (lock held), before its collectors run."""
+        state = self._scrape_state
+        state.ctx = ctx
+        state.primary_name = ctx.caps.database
+        if self.selection.auto_discover:
+            try:
+                self._known = discover(ctx.conn, self.selection)
+            except psycopg.Error as e:   # keep the last list; the collectors' own errors say more
+                if not self._discovery_failed_logged:
+                    self._discovery_failed_logged = True
+                    log.warning("cannot list databases (%s); scraping the last known list", one_line(e))
+        if "missing_indexes" in self.enabled and "statements" not in self.enabled:
+            # the advisor needs the cluster-wide top statements: read them once here, not once per database
+            try:
+                ctx.top_statements = queries.top_statements(ctx.conn, self.options.statements_top_n, ctx.caps)
+            except (psycopg.Error, queries.MissingPrivilege, queries.ExtensionMissing) as e:
+                log.debug("top statements for the advisor unavailable: %s", e)
+
+    # --- targets -------------------------------------------------------------------------------------------
+    def _database_for(self, datname: str) -> Database:
+        if self._factory is not None:
+            return self._factory(datname)
+        return self.primary.for_database(datname)
+
+    def _target(self, datname: str, primary_name: str | None) -> _Target:
+        t = self._targets.get(datname)
+        if t is None:
+            db = self.primary if datname == primary_name else self._database_for(datname)
+            t = _Target(datname, db, ExporterCollector(db, self.options, self._collectors(PER_DATABASE),
+                                                       on_context=self._on_database))
+            self._targets[datname] = t
+        return t
+
+    def _on_database(self, ctx: ScrapeContext) -> None:
+        ctx.top_statements = getattr(self._scrape_state, "top", None)
+
+    def _forget(self, keep: set[str]) -> None:
+        with self._slots:
+            gone = [t for name, t in self._targets.items() if name not in keep]
+            for t in gone:
+                del self._targets[t.datname]
+        for t in gone:
+            if t.db is not self.primary:
+                t.db.close()
+                log.info("database %s is no longer scraped (dropped or deselected); connection closed", t.datname)
+
+    def _open_count(self) -> int:
+        # reserved (busy) counts too: a concurrent scrape may be about to open it
+        others = sum(1 for t in self._targets.values() if t.db is not self.primary and (t.db.is_open or t.busy))
+        return 1 + others   # the primary's connection is always counted
+
+    def _reserve(self, t: _Target) -> bool:
+        """Mark the target busy; make room under the connection cap if it has no open connection yet."""
+        with self._slots:
+            if t.db is self.primary or t.db.is_open:
+                t.busy += 1
+                return True
+            while self._open_count() >= self.max_connections:
+                idle = sorted((o for o in self._targets.values()
+                               if o.db is not self.primary and o.db.is_open and o.busy == 0 and o is not t),
+                              key=lambda o: o.last_used)
+                if not idle:
+                    return False
+                idle[0].db.close()   # its lock is free: busy == 0 and every user marks busy under _slots first
+            t.busy += 1
+            return True
+
+    def _release(self, t: _Target) -> None:
+        with self._slots:
+            t.busy -= 1
+            t.last_used = time.monotonic()
+
+    # --- the scrape -------------------------------------------------------------------------------------------
+    def collect(self):
+        state = self._scrape_state
+        state.ctx, state.primary_name, state.top = None, None, None
+        merged: dict[str, object] = {}
+        order: list[str] = []
+
+        def add(families, datname: str | None) -> None:
+            for fam in families:
+                if datname is not None:
+                    for s in fam.samples:
+                        if "datname" not in s.labels:
+                            s.labels["datname"] = datname   # dicts shared by a row's families: set once, same value
+                if fam.name in merged:
+                    merged[fam.name].samples.extend(fam.samples)
+                else:
+                    merged[fam.name] = fam
+                    order.append(fam.name)
+
+        add(self.cluster.collect(), None)
+        primary_name = state.primary_name
+        state.top = state.ctx.top_statements if state.ctx is not None else None
+        if self.selection.auto_discover:
+            wanted, skipped = self._known
+        else:
+            wanted, skipped = [primary_name or self.primary.dbname], {}
+        self._forget(set(wanted))
+
+        db_up = GaugeMetricFamily(names.DATABASE_UP, "1 when the database answered its per-database collectors "
+                                  "this scrape.", labels=["datname"])
+        skipped_fam = GaugeMetricFamily(names.DATABASE_SKIPPED, "1 per database not scraped, with the reason "
+                                        "(template, connections_not_allowed, no_connect_privilege, connection_cap).",
+                                        labels=["datname", "reason"])
+        per_database = self._collectors(PER_DATABASE)
+        if per_database and primary_name is None:
+            # the server did not answer the cluster-wide run: waiting for one more connect timeout per database
+            # would make a down cluster's scrape N times slower and tell nothing more
+            success = GaugeMetricFamily(names.COLLECTOR_SUCCESS, "", labels=["collector", "datname"])
+            for datname in wanted:
+                db_up.add_metric([datname], 0)
+                for c in per_database:
+                    success.add_metric([c.name, datname], 0)
+            add([success], None)
+        elif per_database:
+            for datname in wanted:
+                t = self._target(datname, primary_name)
+                if not self._reserve(t):
+                    skipped[datname] = "connection_cap"
+                    continue
+                try:
+                    for fam in t.exporter.collect():
+                        if fam.name == names.PG_UP:
+                            db_up.add_metric([datname], fam.samples[0].value)
+                        elif fam.name != names.EXPORTER_INFO:
+                            add([fam], datname)
+                finally:
+                    self._release(t)
+        for datname, reason in sorted(skipped.items()):
+            skipped_fam.add_metric([datname, reason], 1)
+        add([db_up, skipped_fam], None)
+        yield from (merged[n] for n in order)
+
+    def close(self, timeout: float = 0.5) -> None:
+        """Close every connection; a query still running is cancelled rather than waited for."""
+        deadline = time.monotonic() + timeout
+        dbs = {id(t.db): t.db for t in self._targets.values()}
+        dbs[id(self.primary)] = self.primary
+        for db in dbs.values():
+            db.close(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def build_cluster_registry(primary: Database, options: ExporterOptions, **kwargs) -> tuple[CollectorRegistry,
+                                                                                           ClusterCollector]:
+    registry = CollectorRegistry(auto_describe=False)
+    exporter = ClusterCollector(primary, options, **kwargs)
+    registry.register(exporter)
+    return registry, exporter
