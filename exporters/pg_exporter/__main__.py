@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --auto-discover-databases: only these, comma-separated")
     p.add_argument("--exclude-databases", dest="exclude", default=os.environ.get("PG_EXPORTER_EXCLUDE_DATABASES", ""),
                    help="with --auto-discover-databases: not these, comma-separated")
-    p.add_argument("--databases.max-connections", dest="max_connections", type=_positive(int), default=10,
-                   help="connections open at once over all databases (the least recently used idle one is closed)")
+    p.add_argument("--databases.max-connections", dest="max_connections", type=_positive(int), default=20,
+                   help="connections open at once over all databases; beyond it idle ones are closed and reopened")
     for name in names.COLLECTORS:
         p.add_argument(f"--collector.{name}", dest=f"collector_{name}", action=argparse.BooleanOptionalAction,
                        default=True, help=f"the {name} collector (--no-collector.{name}: no query, no series)")

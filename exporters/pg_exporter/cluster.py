@@ -7,9 +7,9 @@ top statements (so the advisor plans each statement in its own database) and add
 per-database run emits.
 
 Cost bounds: a database's connection is opened on its first scrape and reused (one `Database`, whose lock keeps
-at most one query in flight per database); at most `max_connections` are open at once (the least recently used
-idle one is closed to make room; a database that finds no room is skipped for that scrape and reported); the
-per-database top-N flags bound cardinality per database.
+at most one query in flight per database); up to PARALLEL databases are scraped at once; at most `max_connections`
+are open at once (an idle one is closed to make room; a database that finds no room within the query timeout is
+skipped for that scrape and reported); the per-database top-N flags bound cardinality per database.
 
 With --auto-discover-databases the database list is read from pg_database at every scrape: a dropped database
 disappears from the next scrape (its connection closed, its series gone); templates, databases that refuse
@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psycopg
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 CLUSTER_WIDE = ("statements", "connections", "locks")        # read pg_stat_statements / pg_stat_activity once
 PER_DATABASE = ("tables", "missing_indexes", "migrations")   # read the catalogue of the database connected to
+PARALLEL = 4   # databases scraped at once: their queries run in other processes (the server's), so threads help
 
 DISCOVERY_SQL = """
 SELECT datname, datistemplate, datallowconn, has_database_privilege(datname, 'CONNECT')
@@ -79,12 +80,12 @@ class _Target:
     exporter: ExporterCollector
     last_used: float = 0.0
     busy: int = 0
-    top: list = field(default_factory=list)
+    top: list | None = None
 
 
 class ClusterCollector:
     def __init__(self, primary: Database, options: ExporterOptions, *, enabled: tuple[str, ...] = names.COLLECTORS,
-                 selection: DatabaseSelection = DatabaseSelection(), max_connections: int = 10,
+                 selection: DatabaseSelection = DatabaseSelection(), max_connections: int = 20,
                  database_factory: Callable[[str], Database] | None = None):
         self.primary = primary
         self.options = options
@@ -94,7 +95,7 @@ class ClusterCollector:
         self._factory = database_factory
         self.cluster = ExporterCollector(primary, options, self._collectors(CLUSTER_WIDE), on_context=self._on_cluster)
         self._targets: dict[str, _Target] = {}
-        self._slots = threading.Lock()   # guards _targets' busy/last_used and connection accounting
+        self._room = threading.Condition()   # guards _targets and their busy/last_used: connection accounting
         self._scrape_state = threading.local()
         self._known: tuple[list[str], dict[str, str]] = ([], {})   # last discovery, kept while the primary is down
         self._discovery_failed_logged = False
@@ -132,19 +133,19 @@ class ClusterCollector:
         return self.primary.for_database(datname)
 
     def _target(self, datname: str, primary_name: str | None) -> _Target:
-        t = self._targets.get(datname)
-        if t is None:
-            db = self.primary if datname == primary_name else self._database_for(datname)
-            t = _Target(datname, db, ExporterCollector(db, self.options, self._collectors(PER_DATABASE),
-                                                       on_context=self._on_database))
-            self._targets[datname] = t
+        with self._room:
+            return self._targets.get(datname) or self._new_target(datname, primary_name)
+
+    def _new_target(self, datname: str, primary_name: str | None) -> _Target:
+        db = self.primary if datname == primary_name else self._database_for(datname)
+        t = _Target(datname, db, ExporterCollector(db, self.options, self._collectors(PER_DATABASE)))
+        # the cluster-wide top statements of this scrape: the advisor picks its own database's from them
+        t.exporter.on_context = lambda ctx: setattr(ctx, "top_statements", t.top)
+        self._targets[datname] = t
         return t
 
-    def _on_database(self, ctx: ScrapeContext) -> None:
-        ctx.top_statements = getattr(self._scrape_state, "top", None)
-
     def _forget(self, keep: set[str]) -> None:
-        with self._slots:
+        with self._room:
             gone = [t for name, t in self._targets.items() if name not in keep]
             for t in gone:
                 del self._targets[t.datname]
@@ -159,25 +160,65 @@ class ClusterCollector:
         return 1 + others   # the primary's connection is always counted
 
     def _reserve(self, t: _Target) -> bool:
-        """Mark the target busy; make room under the connection cap if it has no open connection yet."""
-        with self._slots:
-            if t.db is self.primary or t.db.is_open:
-                t.busy += 1
-                return True
-            while self._open_count() >= self.max_connections:
+        """Mark the target busy; make room under the connection cap if it has no open connection yet, waiting up
+        to the query timeout for another database's run to finish when every open connection is in use."""
+        deadline = time.monotonic() + self.primary.query_timeout
+        with self._room:
+            while True:
+                if t.db is self.primary or t.db.is_open or self._open_count() < self.max_connections:
+                    t.busy += 1
+                    return True
+                # most recently used first: scrapes visit databases in the same order every time, so the one just
+                # used is the one needed last (least recently used would reconnect every database every scrape)
                 idle = sorted((o for o in self._targets.values()
                                if o.db is not self.primary and o.db.is_open and o.busy == 0 and o is not t),
-                              key=lambda o: o.last_used)
-                if not idle:
+                              key=lambda o: -o.last_used)
+                if idle:
+                    idle[0].db.close()   # its lock is free: busy == 0 and every user marks busy under _room first
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     return False
-                idle[0].db.close()   # its lock is free: busy == 0 and every user marks busy under _slots first
-            t.busy += 1
-            return True
+                self._room.wait(remaining)
 
     def _release(self, t: _Target) -> None:
-        with self._slots:
+        with self._room:
             t.busy -= 1
             t.last_used = time.monotonic()
+            self._room.notify_all()
+
+    def _scrape_one(self, t: _Target) -> list | None:
+        """The database's families, or None when no connection slot freed up in time."""
+        if not self._reserve(t):
+            return None
+        try:
+            return list(t.exporter.collect())
+        finally:
+            self._release(t)
+
+    def _scrape_all(self, targets: list[_Target]) -> dict[str, list | None]:
+        """Up to PARALLEL databases at once (each still one query at a time). Daemon threads, not an executor:
+        a worker stuck in a connect must not hold up the process exit on SIGTERM."""
+        results: dict[str, list | None] = {}
+        todo = list(reversed(targets))
+        lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    t = todo.pop()
+                results[t.datname] = self._scrape_one(t)
+
+        workers = [threading.Thread(target=work, name="db-scrape", daemon=True)
+                   for _ in range(min(PARALLEL, len(targets)) - 1)]
+        for w in workers:
+            w.start()
+        work()
+        for w in workers:
+            w.join()
+        return results
 
     # --- the scrape -------------------------------------------------------------------------------------------
     def collect(self):
@@ -212,30 +253,31 @@ class ClusterCollector:
         skipped_fam = GaugeMetricFamily(names.DATABASE_SKIPPED, "1 per database not scraped, with the reason "
                                         "(template, connections_not_allowed, no_connect_privilege, connection_cap).",
                                         labels=["datname", "reason"])
-        per_database = self._collectors(PER_DATABASE)
+        per_database = [n for n in PER_DATABASE if n in self.enabled]
         if per_database and primary_name is None:
             # the server did not answer the cluster-wide run: waiting for one more connect timeout per database
             # would make a down cluster's scrape N times slower and tell nothing more
             success = GaugeMetricFamily(names.COLLECTOR_SUCCESS, "", labels=["collector", "datname"])
             for datname in wanted:
                 db_up.add_metric([datname], 0)
-                for c in per_database:
-                    success.add_metric([c.name, datname], 0)
+                for name in per_database:
+                    success.add_metric([name, datname], 0)
             add([success], None)
         elif per_database:
+            targets = [self._target(datname, primary_name) for datname in wanted]
+            for t in targets:
+                t.top = state.top
+            results = self._scrape_all(targets)
             for datname in wanted:
-                t = self._target(datname, primary_name)
-                if not self._reserve(t):
+                families = results[datname]
+                if families is None:
                     skipped[datname] = "connection_cap"
                     continue
-                try:
-                    for fam in t.exporter.collect():
-                        if fam.name == names.PG_UP:
-                            db_up.add_metric([datname], fam.samples[0].value)
-                        elif fam.name != names.EXPORTER_INFO:
-                            add([fam], datname)
-                finally:
-                    self._release(t)
+                for fam in families:
+                    if fam.name == names.PG_UP:
+                        db_up.add_metric([datname], fam.samples[0].value)
+                    elif fam.name != names.EXPORTER_INFO:
+                        add([fam], datname)
         for datname, reason in sorted(skipped.items()):
             skipped_fam.add_metric([datname, reason], 1)
         add([db_up, skipped_fam], None)
