@@ -272,3 +272,18 @@ def test_sigterm_during_a_stuck_scrape_still_stops_within_a_second(tmp_path):
 def _swallow(url: str) -> None:
     with contextlib.suppress(requests.RequestException):
         requests.get(url, timeout=20)
+
+
+def test_hash_password_and_check_commands_make_a_config_the_exporter_accepts(tmp_path):
+    def webconfig_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "exporters.pg_exporter.webconfig", *args], input=stdin, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=60)
+
+    made = webconfig_cli("hash-password", stdin=SCRAPE_PASSWORD + "\n")
+    hashed = made.stdout.strip()
+    assert made.returncode == 0 and bcrypt.checkpw(SCRAPE_PASSWORD.encode(), hashed.encode())
+    cfg = web_config(tmp_path, f"basic_auth_users:\n  prometheus: '{hashed}'\n")
+    checked = webconfig_cli("check", cfg)
+    assert checked.returncode == 0 and "http, 1 basic auth user" in checked.stdout, checked.stderr
+    bad = web_config(tmp_path, "basic_auth_users:\n  prometheus: nope\n")
+    assert webconfig_cli("check", bad).returncode == 2
