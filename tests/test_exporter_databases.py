@@ -76,6 +76,7 @@ def test_each_database_reports_its_own_missing_index_with_datname_and_ddl(advise
     for datname, table, _, _ in ADVISED:
         assert one(samples, names.DATABASE_UP, datname=datname) == 1
         assert one(samples, names.TABLE_LIVE_ROWS, datname=datname, relname=table) == ROWS
+        assert one(samples, names.LOCK_WAITING_SESSIONS, datname=datname) == 0   # a 0, not an absent series
         for collector in ("tables", "missing_indexes", "migrations"):
             assert one(samples, names.COLLECTOR_SUCCESS, collector=collector, datname=datname) == 1, log
     # the migrations collector's series gets its database's name added centrally

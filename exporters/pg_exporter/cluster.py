@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import psycopg
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
+from prometheus_client.samples import Sample
 
 from sloguard import names
 from sloguard.pginsight import queries
@@ -70,6 +71,20 @@ def discover(conn: psycopg.Connection, selection: DatabaseSelection) -> tuple[li
         else:
             scrape.append(datname)
     return scrape, skipped
+
+
+# Cluster-wide gauges that read "nothing here" as an absent series; the locks collector gives the DSN's database a
+# 0, this layer gives every other scraped database one, so `== 0` and `> 0` both mean something per database.
+ZERO_FILLED = (names.LOCK_WAITING_SESSIONS, names.OLDEST_TRANSACTION_SECONDS)
+
+
+def zero_fill(families: dict, databases: list[str]) -> None:
+    for name in ZERO_FILLED:
+        fam = families.get(name)
+        if fam is None or any(set(s.labels) != {"datname"} for s in fam.samples):
+            continue   # collector off, or its labels changed: leave it alone
+        have = {s.labels["datname"] for s in fam.samples}
+        fam.samples.extend(Sample(fam.name, {"datname": d}, 0.0, None, None) for d in databases if d not in have)
 
 
 @dataclass
@@ -280,6 +295,7 @@ class ClusterCollector:
                         add([fam], datname)
         for datname, reason in sorted(skipped.items()):
             skipped_fam.add_metric([datname, reason], 1)
+        zero_fill(merged, [s.labels["datname"] for s in db_up.samples if s.value == 1])
         add([db_up, skipped_fam], None)
         yield from (merged[n] for n in order)
 
