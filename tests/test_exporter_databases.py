@@ -119,6 +119,15 @@ def test_connections_are_reused_capped_and_series_bounded_per_database(advised):
         assert one(samples, names.DATABASE_UP, datname=datname) == 1
     assert values(samples, names.DATABASE_SKIPPED) == []
 
+    exp = start(advised, "--include-databases", include, "--databases.max-connections", "1")
+    try:
+        samples = exp.scrape()   # the DSN's connection is the only one allowed: the others are skipped, said so
+    finally:
+        exp.cleanup()
+    assert {s.labels["datname"]: s.labels["reason"] for s in samples if s.name == names.DATABASE_SKIPPED} == {
+        d: "connection_cap" for d, *_ in ADVISED}
+    assert one(samples, names.PG_UP) == 1 and values(samples, names.TABLE_SEQ_SCAN) == []
+
 
 def test_database_dropped_while_running_disappears_without_errors_on_the_others(pg_cluster):
     specs = [("mdb_orchard", "harvests", "crate_code", ""), ("mdb_kiln", "firings", "batch_ref", ""),

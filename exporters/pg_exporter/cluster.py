@@ -192,7 +192,8 @@ class ClusterCollector:
                     idle[0].db.close()   # its lock is free: busy == 0 and every user marks busy under _room first
                     continue
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                in_use = any(o.busy for o in self._targets.values() if o is not t and o.db is not self.primary)
+                if remaining <= 0 or not in_use:   # nothing will free a slot (e.g. a cap of 1): do not wait
                     return False
                 self._room.wait(remaining)
 
