@@ -15,6 +15,10 @@ SCRAPE_ERRORS = f"{PREFIX}_scrape_errors_total"                # counter {collec
 EXPORTER_INFO = f"{PREFIX}_exporter_info"                      # gauge 1 {version, server_version}
 DATABASE_UP = f"{PREFIX}_database_up"                          # gauge 1/0 {datname}: per-database collectors ran
 DATABASE_SKIPPED = f"{PREFIX}_database_skipped"                # gauge 1 {datname, reason}: not scraped, and why
+# gauge {collector, object}: age of values served from the last successful read because this scrape could not read
+# them (a lock); object is schema.table (tables), the table (migrations), the queryid (missing_indexes), or "" when
+# the collector's whole output is last-known. Absent: everything is fresh.
+LAST_KNOWN_AGE_SECONDS = f"{PREFIX}_exporter_last_known_age_seconds"
 
 # pg_stat_statements, top-N by total execution time; labels {datname, user, queryid}
 STATEMENT_CALLS = f"{PREFIX}_statement_calls_total"
@@ -39,6 +43,9 @@ TABLE_SIZE_BYTES = f"{PREFIX}_table_size_bytes"
 MISSING_INDEX = f"{PREFIX}_missing_index_suspect"                     # gauge 1 per suspect
 MISSING_INDEX_COST_BEFORE = f"{PREFIX}_missing_index_plan_cost_before"  # gauge, planner cost units
 MISSING_INDEX_COST_AFTER = f"{PREFIX}_missing_index_plan_cost_after"    # gauge, with the HypoPG index
+# gauge {datname, reason}: slow statements the advisor has no answer for, by reason (permission_denied,
+# table_locked, lock_timeout, time_budget, ... see sloguard/pginsight/blind.py); 0 for reasons seen before
+MISSING_INDEX_BLIND_STATEMENTS = f"{PREFIX}_missing_index_blind_statements"
 
 # connections; labels {datname, state, wait_event_type} on CONNECTIONS
 CONNECTIONS = f"{PREFIX}_connections"
@@ -46,18 +53,26 @@ MAX_CONNECTIONS = f"{PREFIX}_max_connections"
 SUPERUSER_RESERVED_CONNECTIONS = f"{PREFIX}_superuser_reserved_connections"
 LOCK_WAITING_SESSIONS = f"{PREFIX}_lock_waiting_sessions"          # gauge {datname}
 OLDEST_TRANSACTION_SECONDS = f"{PREFIX}_oldest_transaction_seconds"  # gauge {datname}
+# lock queues, one sample per root blocker (the 10 with the most queued sessions); labels
+#   {datname, pid, state, locktype, mode, relation, queryid}: the root blocker's session, the strongest lock it holds
+#   that others wait for, and its statement's pg_stat_statements queryid (never its text)
+LOCK_BLOCKER_WAITING_SESSIONS = f"{PREFIX}_lock_blocker_waiting_sessions"   # sessions queued behind it
+LOCK_BLOCKER_AGE_SECONDS = f"{PREFIX}_lock_blocker_age_seconds"             # its transaction's age
+LOCK_BLOCKER_LONGEST_WAIT_SECONDS = f"{PREFIX}_lock_blocker_longest_wait_seconds"   # the longest wait behind it
 
 # migrations table (configurable); labels {version}
 MIGRATION_LAST_APPLIED = f"{PREFIX}_migration_last_applied_timestamp_seconds"
 
 EXPORTER_METRICS = (
     PG_UP, COLLECTOR_SUCCESS, COLLECTOR_DURATION, SCRAPE_ERRORS, EXPORTER_INFO, DATABASE_UP, DATABASE_SKIPPED,
+    LAST_KNOWN_AGE_SECONDS,
     STATEMENT_CALLS, STATEMENT_EXEC_SECONDS, STATEMENT_ROWS, STATEMENT_SHARED_BLKS_HIT,
     STATEMENT_SHARED_BLKS_READ, STATEMENT_MEAN_SECONDS, STATEMENT_MAX_SECONDS, STATEMENT_INFO,
     TABLE_SEQ_SCAN, TABLE_SEQ_TUP_READ, TABLE_IDX_SCAN, TABLE_LIVE_ROWS, TABLE_SIZE_BYTES,
-    MISSING_INDEX, MISSING_INDEX_COST_BEFORE, MISSING_INDEX_COST_AFTER,
+    MISSING_INDEX, MISSING_INDEX_COST_BEFORE, MISSING_INDEX_COST_AFTER, MISSING_INDEX_BLIND_STATEMENTS,
     CONNECTIONS, MAX_CONNECTIONS, SUPERUSER_RESERVED_CONNECTIONS, LOCK_WAITING_SESSIONS,
-    OLDEST_TRANSACTION_SECONDS, MIGRATION_LAST_APPLIED,
+    OLDEST_TRANSACTION_SECONDS, LOCK_BLOCKER_WAITING_SESSIONS, LOCK_BLOCKER_AGE_SECONDS,
+    LOCK_BLOCKER_LONGEST_WAIT_SECONDS, MIGRATION_LAST_APPLIED,
 )
 
 # Collector names used as the {collector} label value.

@@ -81,11 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--statements.query-text-length", dest="query_text_length", type=_positive(int), default=120)
     p.add_argument("--tables.top-n", dest="tables_top_n", type=_positive(int), default=500)
     p.add_argument("--query-timeout", type=_positive(float), default=5.0, help="seconds, per query")
+    p.add_argument("--lock-timeout", type=_positive(float), default=0.1,
+                   help="seconds any query may wait for a lock (tables locked exclusively are not read at all)")
     p.add_argument("--migrations-table", default="schema_migrations", help="[schema.]table")
     p.add_argument("--hypopg", action=argparse.BooleanOptionalAction, default=True,
                    help="verify index suggestions with HypoPG hypothetical indexes")
     p.add_argument("--missing-index.statements", dest="mi_statements", type=_positive(int), default=10)
     p.add_argument("--missing-index.recheck-seconds", dest="mi_recheck", type=_positive(float), default=300.0)
+    p.add_argument("--missing-index.budget-seconds", dest="mi_budget", type=_positive(float), default=0.5,
+                   help="advisor time per scrape; statements not reached wait for the next scrape")
     p.add_argument("--missing-index.min-mean-ms", dest="mi_min_mean_ms", type=float, default=10.0)
     p.add_argument("--missing-index.min-calls", dest="mi_min_calls", type=int, default=10)
     p.add_argument("--missing-index.min-table-rows", dest="mi_min_rows", type=int, default=10_000)
@@ -134,7 +138,7 @@ def options_from(args: argparse.Namespace) -> ExporterOptions:
         tables_top_n=args.tables_top_n, migrations_table=args.migrations_table, hypopg=args.hypopg,
         missing_index_statements=args.mi_statements, missing_index_recheck_seconds=args.mi_recheck,
         missing_index_min_mean_ms=args.mi_min_mean_ms, missing_index_min_calls=args.mi_min_calls,
-        min_table_rows=args.mi_min_rows,
+        min_table_rows=args.mi_min_rows, missing_index_budget_seconds=args.mi_budget,
     )
 
 
@@ -150,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         web_config = webconfig.load(args.web_config) if args.web_config else None
         options = options_from(args)
         db = Database(args.dsn, password=read_password(args.password_file), query_timeout=args.query_timeout,
-                      connect_timeout=min(args.query_timeout, 5.0))
+                      connect_timeout=min(args.query_timeout, 5.0), lock_timeout=args.lock_timeout)
         if db.redacted_dsn == "<unparseable DSN>":
             raise UsageError("--dsn / PG_EXPORTER_DSN is not a valid libpq DSN or URI")
     except (UsageError, webconfig.ConfigError) as e:

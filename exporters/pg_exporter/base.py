@@ -22,6 +22,7 @@ class ExporterOptions:
     missing_index_statements: int = 10   # how many of the slowest statements the advisor looks at
     missing_index_recheck_seconds: float = 300.0
     missing_index_per_scrape: int = 5    # new EXPLAIN evaluations per scrape, so one scrape stays short
+    missing_index_budget_seconds: float = 0.5   # advisor wall time per scrape; what is left waits for the next
     missing_index_min_mean_ms: float = 10.0
     missing_index_min_calls: int = 10
     min_table_rows: int = 10_000
@@ -35,6 +36,16 @@ class ScrapeContext:
     options: ExporterOptions
     top_statements: list[queries.StatementStat] | None = None
     notes: dict[str, object] = field(default_factory=dict)
+    # (collector, object, age seconds): values served from an earlier read because this scrape could not read them
+    last_known: list[tuple[str, str, float]] = field(default_factory=list)
+    # collector -> message: it served what it could, but an operator must fix something (collector_success 0)
+    degraded: dict[str, str] = field(default_factory=dict)
+
+    def served_last_known(self, collector: str, obj: str, age_seconds: float) -> None:
+        self.last_known.append((collector, obj, age_seconds))
+
+    def degrade(self, collector: str, message: str) -> None:
+        self.degraded.setdefault(collector, message)
 
 
 class SubCollector(Protocol):

@@ -1,7 +1,8 @@
 """The exporter's single database connection: at most one, reused, guarded by a lock, re-opened when lost.
 
-Every session runs with statement_timeout (a hung catalogue query must not pile up scrapes), lock_timeout,
-default_transaction_read_only and application_name 'sloguard-pg-exporter' so DBAs can find us in pg_stat_activity.
+Every session runs with statement_timeout (a hung catalogue query must not pile up scrapes), a short lock_timeout
+(the collectors do not read what another session locks exclusively; this bounds the races), default_transaction_read_only
+and application_name 'sloguard-pg-exporter' so DBAs can find us in pg_stat_activity.
 """
 from __future__ import annotations
 
@@ -45,10 +46,11 @@ class Database:
     """Owns the connection. Use `with db.session() as (conn, caps):` — the lock is held for the whole block."""
 
     def __init__(self, dsn: str, *, password: str | None = None, query_timeout: float = 5.0,
-                 connect_timeout: float = 5.0, down_log_interval: float = 60.0):
+                 connect_timeout: float = 5.0, down_log_interval: float = 60.0, lock_timeout: float = 0.1):
         self._dsn = dsn
         self._password = password
         self.query_timeout = query_timeout
+        self.lock_timeout = min(lock_timeout, query_timeout)
         self._connect_timeout = max(1, int(round(connect_timeout)))
         self._conn: psycopg.Connection | None = None
         self.lock = threading.Lock()
@@ -63,7 +65,8 @@ class Database:
 
     def _connect(self) -> psycopg.Connection:
         timeout_ms = int(self.query_timeout * 1000)
-        options = (f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms} "
+        lock_ms = max(1, int(self.lock_timeout * 1000))
+        options = (f"-c statement_timeout={timeout_ms} -c lock_timeout={lock_ms} "
                    "-c default_transaction_read_only=on -c idle_in_transaction_session_timeout=60000")
         kwargs = {"application_name": APPLICATION_NAME, "options": options, "connect_timeout": self._connect_timeout}
         if self._password is not None:
@@ -144,7 +147,7 @@ class Database:
         """Same server, role, password and timeouts, another database (a cluster's other databases)."""
         return Database(make_conninfo(self._dsn, dbname=datname), password=self._password,
                         query_timeout=self.query_timeout, connect_timeout=self._connect_timeout,
-                        down_log_interval=self._down_log_interval)
+                        down_log_interval=self._down_log_interval, lock_timeout=self.lock_timeout)
 
     def close(self, timeout: float | None = None) -> None:
         """Close the connection. With a timeout (shutdown), a query still running is cancelled, not waited for."""

@@ -3,6 +3,11 @@
 One top-level prometheus_client collector runs every sub-collector at scrape time under the database lock,
 so concurrent scrapes are serialised on the single connection instead of opening more.
 A failing collector costs its own metrics only; a lost connection turns `up` to 0 and the endpoint keeps answering.
+
+collector_success is 1 when the collector did its job this scrape, including serving the last-known value of an
+object it deliberately did not read (a table another session locks exclusively: see LAST_KNOWN_AGE_SECONDS); 0 when
+its run failed or an operator must fix something (a missing GRANT). A run that fails on a lock or statement timeout
+serves the collector's previous output, marked with LAST_KNOWN_AGE_SECONDS{object=""}, rather than a gap.
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ from .statements import StatementsCollector
 from .tables import TablesCollector
 
 log = logging.getLogger(__name__)
+# failures that pass: the previous output is served (marked) instead of nothing
+TRANSIENT_ERRORS = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
 
 
 def default_collectors() -> list[SubCollector]:
@@ -45,6 +52,7 @@ class ExporterCollector:
         self.on_context = on_context
         self._errors: dict[str, int] = defaultdict(int)
         self._logged_problems: set[tuple[str, str]] = set()
+        self._last_good: dict[str, tuple[float, list]] = {}   # collector -> (monotonic time, families)
 
     def describe(self):
         return []   # no scrape at registration time
@@ -54,6 +62,9 @@ class ExporterCollector:
                                     labels=["collector"])
         duration = GaugeMetricFamily(names.COLLECTOR_DURATION, "Duration of the collector's last run, seconds.",
                                      labels=["collector"])
+        last_known = GaugeMetricFamily(names.LAST_KNOWN_AGE_SECONDS, "Age of values served from an earlier read "
+                                       "because this scrape could not read them (a lock), seconds; object \"\": "
+                                       "the collector's whole output.", labels=["collector", "object"])
         families = []
         up = 0
         with self.db.lock:
@@ -74,6 +85,8 @@ class ExporterCollector:
                     success.add_metric([c.name], 1 if ok else 0)
                     duration.add_metric([c.name], took)
                     families.extend(fams)
+                for collector, obj, age in ctx.last_known:
+                    last_known.add_metric([collector, obj], age)
                 if up:
                     families.append(GaugeMetricFamily(
                         names.EXPORTER_INFO, "Exporter and server versions.", labels=["version", "server_version"]))
@@ -90,6 +103,7 @@ class ExporterCollector:
         yield success
         yield duration
         yield errors
+        yield last_known
         yield from families
 
     def _run(self, collector: SubCollector, ctx: ScrapeContext):
@@ -97,26 +111,60 @@ class ExporterCollector:
         start = time.perf_counter()
         try:
             fams = collector.collect(ctx)
-            return True, time.perf_counter() - start, fams
         except (queries.MissingPrivilege, queries.ExtensionMissing) as e:
             self._fail_once(collector.name, str(e), logging.ERROR)
+        except queries.RelationLocked as e:   # not read, so as not to queue behind the lock; nothing known before
+            self._fail_once(collector.name, f"{e}: not read until the lock is gone (see "
+                            f"{names.LOCK_BLOCKER_WAITING_SESSIONS} for who holds it)", logging.WARNING)
         except psycopg.Error as e:
             if ctx.conn.broken or ctx.conn.closed:
                 self._errors[collector.name] += 1
                 self.db.mark_broken(e)
                 return None, time.perf_counter() - start, []
-            hint = ""
-            if isinstance(e, psycopg.errors.InsufficientPrivilege):
-                hint = f" (run `GRANT pg_monitor TO {ctx.caps.user};` as a superuser)"
-            elif isinstance(e, psycopg.errors.QueryCanceled):
-                hint = f" (query timeout {self.db.query_timeout:g}s; raise --query-timeout if this repeats)"
-            self._fail_once(collector.name, one_line(e) + hint, logging.WARNING)
+            self._fail_once(collector.name, one_line(e) + self._hint(e, ctx), logging.WARNING)
+            if isinstance(e, TRANSIENT_ERRORS):
+                self._errors[collector.name] += 1
+                return False, time.perf_counter() - start, self._previous_output(collector.name, ctx)
         except Exception as e:   # a bug of ours: say so once with the traceback, keep serving the rest
             if (collector.name, repr(e)) not in self._logged_problems:
                 self._logged_problems.add((collector.name, repr(e)))
                 log.exception("collector %s failed unexpectedly", collector.name)
+        else:
+            took = time.perf_counter() - start
+            self._last_good[collector.name] = (time.monotonic(), fams)
+            problem = ctx.degraded.get(collector.name)
+            if problem is None:
+                # recovered: the next occurrence of an old problem is news again and gets its log line
+                self._logged_problems = {k for k in self._logged_problems if k[0] != collector.name}
+                return True, took, fams
+            self._fail_once(collector.name, problem, logging.ERROR)
+            self._errors[collector.name] += 1
+            return False, took, fams
         self._errors[collector.name] += 1
         return False, time.perf_counter() - start, []
+
+    def _hint(self, e: psycopg.Error, ctx: ScrapeContext) -> str:
+        """What to do about a failed query, fitted to its cause."""
+        if isinstance(e, psycopg.errors.InsufficientPrivilege):
+            return f" (run `GRANT pg_monitor TO {ctx.caps.user};` as a superuser)"
+        if isinstance(e, psycopg.errors.LockNotAvailable):
+            return (f" (waited the {self.db.lock_timeout:g}s lock timeout for a lock another session holds, e.g. a "
+                    "migration's ALTER TABLE; the exporter does not queue behind it: last-known values are served, "
+                    f"see {names.LAST_KNOWN_AGE_SECONDS}; the queue and its root blocker are in "
+                    f"{names.LOCK_BLOCKER_WAITING_SESSIONS}. Do not raise the timeouts: end or wait out the blocker)")
+        if isinstance(e, psycopg.errors.QueryCanceled):
+            return (f" (statement timeout {self.db.query_timeout:g}s: the server is overloaded or the catalogue is "
+                    "large; last-known values are served. Raise --query-timeout only if this persists while "
+                    f"{names.LOCK_BLOCKER_WAITING_SESSIONS} shows no lock queue)")
+        return ""
+
+    def _previous_output(self, name: str, ctx: ScrapeContext) -> list:
+        """The collector's last good families, marked as last-known; nothing when it never succeeded."""
+        if name not in self._last_good:
+            return []
+        at, fams = self._last_good[name]
+        ctx.served_last_known(name, "", time.monotonic() - at)
+        return fams
 
     def _fail_once(self, name: str, message: str, level: int) -> None:
         """The same problem logs once (then at debug): one clear line, not one per scrape."""

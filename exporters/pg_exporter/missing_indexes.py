@@ -1,43 +1,74 @@
 """Missing-index evidence: the slow statement, the table it scans, the index that would fix it.
 
 Each evaluation costs a few EXPLAINs, so results are cached per queryid and re-checked at most every
-`missing_index_recheck_seconds`; at most `missing_index_per_scrape` statements are (re)evaluated per scrape.
+`missing_index_recheck_seconds`; per scrape at most `missing_index_per_scrape` statements are (re)evaluated, within
+`missing_index_budget_seconds` of wall time (the statement timeout of an evaluation is what is left of it).
 
 "Slow" is judged on the mean since the previous scrape (change in total time / change in calls), not the mean since
 the statistics were reset, which hides a statement turned slow after a long cheap history. The first scrape (or one
 after a statistics reset) uses the cumulative mean; a statement not called since the previous scrape keeps the mean
 of its last calls, so a rare statement does not flap between scrapes.
+
+Before any EXPLAIN, pginsight.blind.precheck looks at the tables each statement names (one catalogue query):
+- a table locked exclusively by another session (a migration): not planned, nothing waits; the cached advice is
+  served as last-known (LAST_KNOWN_AGE_SECONDS{object=queryid}); checked again next scrape, which costs no EXPLAIN;
+- a table the role may not SELECT (pg_monitor alone): not planned; collector_success 0 and one log line with the
+  exact GRANT; never cached, so the scrape after the GRANT uses it.
+A statement that still fails on a lock (e.g. it reads a view over the locked table), the time budget or a planning
+error backs off (30 s, doubling, at most the recheck period) instead of being retried every scrape; a lock-timed-out
+one is retried as soon as none of the tables locked when it gave up is locked any more. Statements without an answer are counted in MISSING_INDEX_BLIND_STATEMENTS{reason}: any exception the
+advisor raises with a str `reason` attribute is counted under that reason (and cached like an answer).
 """
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import psycopg
 from prometheus_client.core import GaugeMetricFamily
 
 from sloguard import names
-from sloguard.pginsight import advisor, queries, window
+from sloguard.pginsight import advisor, blind, queries, window
 
 from .base import ScrapeContext
 
 log = logging.getLogger(__name__)
 LABELS = ["datname", "queryid", "schemaname", "relname", "columns", "index"]
+BACKOFF_SECONDS = 30.0          # first retry delay after a transient failure; doubles up to the recheck period
+MIN_EVALUATION_TIMEOUT = 0.1    # seconds: an evaluation started near the end of the budget still gets this long
+TRANSIENT_REASONS = (blind.LOCK_TIMEOUT, blind.TIME_BUDGET, blind.PLANNING_ERROR)
+Key = tuple[str, int]           # (datname, queryid)
 
 
 @dataclass
 class _Entry:
     checked_at: float
     suggestions: list[advisor.IndexSuggestion]
+    blind: str | None = None    # a lasting reason (e.g. a text the advisor cannot plan), counted while cached
+
+
+@dataclass
+class _Backoff:
+    failures: int
+    retry_at: float
+    reason: str
+    locked: frozenset[int] = frozenset()   # lock_timeout: tables locked exclusively when it gave up
+
+
+_NO_BACKOFF = _Backoff(0, 0.0, "")
 
 
 class MissingIndexesCollector:
     name = "missing_indexes"
 
     def __init__(self, clock=time.monotonic):
-        self._cache: dict[tuple[str, int], _Entry] = {}
-        self._clock = clock
+        self._cache: dict[Key, _Entry] = {}
+        self._backoff: dict[Key, _Backoff] = {}
+        self._texts: dict[Key, str] = {}   # statement texts of the slow list: reading pg_stat_statements' text file
+        self._clock = clock                # is the costly part, and a due statement may wait several scrapes
+        self._reasons_seen: set[tuple[str, str]] = set()   # (datname, reason): such series stay, at 0, once seen
         self.evaluations = 0   # statements sent to the advisor since start (tests, benchmark)
         # previous scrape's counters and the mean each statement was judged by (bounded by statements_top_n)
         self._previous: dict[window.StatementKey, tuple[queries.StatementStat, float]] = {}
@@ -72,63 +103,151 @@ class MissingIndexesCollector:
         slow = [s for s in top if s.datname == ctx.caps.database
                 and means[window.key(s)] * 1000 >= opts.missing_index_min_mean_ms
                 and s.calls >= opts.missing_index_min_calls][: opts.missing_index_statements]
-        self._refresh(ctx, slow)
-        return self._families(ctx.caps.database, slow)
+        unanswered = self._refresh(ctx, slow)
+        return self._families(ctx, slow, unanswered)
 
-    def _refresh(self, ctx: ScrapeContext, slow: list[queries.StatementStat]) -> None:
+    # --- evaluation --------------------------------------------------------------------------------------------
+
+    def _refresh(self, ctx: ScrapeContext, slow: list[queries.StatementStat]) -> dict[int, str]:
+        """Evaluate what is due; queryid -> reason for the due statements left without a fresh answer."""
         now = self._clock()
         db = ctx.caps.database
-        stale = [s for s in slow if (db, s.queryid) not in self._cache
-                 or now - self._cache[(db, s.queryid)].checked_at >= ctx.options.missing_index_recheck_seconds]
-        stale = stale[: ctx.options.missing_index_per_scrape]
-        if not stale:
-            return
-        texts = queries.statement_texts(ctx.conn, [s.queryid for s in stale])
-        for s in stale:
-            text = texts.get(s.queryid)
-            found: list[advisor.IndexSuggestion] = []
-            failed = False   # a timeout or planning error is retried next scrape, not cached for the recheck period
-            if text:
-                self.evaluations += 1
-                try:
-                    found = advisor.suggest_for_query(ctx.conn, text, use_hypopg=ctx.options.hypopg,
-                                                      min_live_rows=ctx.options.min_table_rows, queryid=s.queryid)
-                except advisor.UnsupportedStatement:
-                    pass
-                except psycopg.errors.QueryCanceled:
-                    # typical during the incident itself (a migration's lock, a saturated server): try again
-                    failed = True
-                    log.warning("missing-index check of queryid %s hit the query timeout; retrying next scrape",
-                                s.queryid)
-                except psycopg.errors.InsufficientPrivilege as e:
-                    # EXPLAIN needs SELECT on the tables the statement reads; once per recheck period per statement
-                    log.warning("cannot EXPLAIN queryid %s: %s; run `GRANT SELECT ON <those tables> TO %s;` "
-                                "(EXPLAIN only, nothing is read)", s.queryid, str(e).splitlines()[0], ctx.caps.user)
-                except psycopg.OperationalError:
-                    raise   # the connection is gone: the scrape reports it
-                except psycopg.Error as e:
-                    failed = True
-                    log.debug("cannot plan queryid %s: %s", s.queryid, str(e).splitlines()[0] if str(e) else e)
-            if not failed:
-                self._cache[(db, s.queryid)] = _Entry(now, found)
-        # forget statements that left the top list long ago, so the cache stays bounded
-        horizon = now - 2 * ctx.options.missing_index_recheck_seconds
-        for key in [k for k, e in self._cache.items() if e.checked_at < horizon]:
-            del self._cache[key]
+        opts = ctx.options
+        due = [s for s in slow if (db, s.queryid) not in self._cache
+               or now - self._cache[(db, s.queryid)].checked_at >= opts.missing_index_recheck_seconds]
+        unanswered: dict[int, str] = {}
+        if due:
+            deadline = time.perf_counter() + opts.missing_index_budget_seconds
+            missing = [s.queryid for s in due if (db, s.queryid) not in self._texts]
+            self._texts.update({(db, q): t for q, t in queries.statement_texts(ctx.conn, missing).items()})
+            texts = {s.queryid: self._texts[(db, s.queryid)] for s in due if (db, s.queryid) in self._texts}
+            before = blind.precheck(ctx.conn, texts)
+            denied = [b for b in before.values() if b.reason == blind.PERMISSION_DENIED]
+            evaluated, stop = 0, None
+            locked_now = None   # read once, only when a lock-timed-out statement waits for its locks to go
+            if any(self._backoff.get((db, s.queryid), _NO_BACKOFF).reason == blind.LOCK_TIMEOUT for s in due):
+                locked_now = queries.exclusively_locked_tables(ctx.conn)
+            for s in due:
+                key = (db, s.queryid)
+                text = texts.get(s.queryid)
+                if not text:
+                    self._cache[key] = _Entry(now, [], blind.NO_TEXT)
+                    continue
+                if s.queryid in before:   # not planned now, and not cached: the next scrape looks again
+                    unanswered[s.queryid] = before[s.queryid].reason
+                    continue
+                waiting = self._backoff.get(key)
+                if waiting and waiting.retry_at > now and not (
+                        waiting.reason == blind.LOCK_TIMEOUT and locked_now is not None
+                        and not waiting.locked & locked_now):
+                    unanswered[s.queryid] = waiting.reason
+                    continue
+                if stop is None and (evaluated >= opts.missing_index_per_scrape or time.perf_counter() >= deadline):
+                    stop = blind.TIME_BUDGET
+                if stop is not None:
+                    unanswered[s.queryid] = stop
+                    continue
+                evaluated += 1
+                reason, failure = self._evaluate(ctx, key, text, now, max(deadline - time.perf_counter(),
+                                                                          MIN_EVALUATION_TIMEOUT))
+                if reason is not None:
+                    unanswered[s.queryid] = reason
+                    if reason == blind.PERMISSION_DENIED:
+                        denied.append(failure)
+            if denied:
+                ctx.degrade(self.name, f"role {ctx.caps.user!r} cannot EXPLAIN {len(denied)} slow statement(s): "
+                            "pg_monitor grants statistics, not SELECT on tables (EXPLAIN reads no rows, but needs "
+                            f"it); run `{blind.merged_fix(ctx.caps.user, denied)}` as the tables' owner "
+                            f"(see exporters/pg_exporter/README.md); counted in {names.MISSING_INDEX_BLIND_STATEMENTS}")
+        self._forget(now, opts.missing_index_recheck_seconds)
+        listed = {(db, s.queryid) for s in slow}
+        self._texts = {k: t for k, t in self._texts.items() if k in listed or k[0] != db}
+        return unanswered
 
-    def _families(self, db: str, slow: list[queries.StatementStat]):
+    def _evaluate(self, ctx: ScrapeContext, key: Key, text: str, now: float,
+                  timeout: float) -> tuple[str | None, blind.Blind | None]:
+        """Run the advisor on one statement and cache the outcome; (blind reason, Blind) when it gave no answer."""
+        self.evaluations += 1
+        try:
+            with ctx.conn.transaction():
+                # the advisor runs inside this transaction (its own steps in a savepoint): SET LOCAL ends with it
+                ctx.conn.execute(f"SET LOCAL statement_timeout = {int(timeout * 1000)}", prepare=False)
+                found = advisor.suggest_for_query(ctx.conn, text, use_hypopg=ctx.options.hypopg,
+                                                  min_live_rows=ctx.options.min_table_rows, queryid=key[1])
+        except Exception as e:
+            if isinstance(e, psycopg.Error) and (ctx.conn.broken or ctx.conn.closed):
+                raise   # the connection is gone: the scrape reports it
+            if not isinstance(e, psycopg.Error | advisor.UnsupportedStatement) and not hasattr(e, "reason"):
+                raise   # a bug, not a statement we cannot plan: health.py logs it with its traceback
+            return self._failed(ctx, key, text, e, now)
+        self._cache[key] = _Entry(now, found)
+        self._backoff.pop(key, None)
+        return None, None
+
+    def _failed(self, ctx: ScrapeContext, key: Key, text: str, e: Exception,
+                now: float) -> tuple[str | None, blind.Blind | None]:
+        reason = blind.reason_of(e)
+        if reason is None:   # nothing to plan (not a SELECT/UPDATE/DELETE on user tables): an answer, cached
+            self._cache[key] = _Entry(now, [])
+            return None, None
+        if reason == blind.PERMISSION_DENIED:   # the precheck could not tell (unparsed text): never cached
+            return reason, blind.from_permission_error(e)
+        if reason not in TRANSIENT_REASONS:     # a lasting reason given by the advisor: cached like an answer
+            self._cache[key] = _Entry(now, [], reason)
+            return reason, None
+        previous = self._backoff.get(key)
+        failures = previous.failures + 1 if previous else 1
+        delay = min(BACKOFF_SECONDS * 2 ** (failures - 1), ctx.options.missing_index_recheck_seconds)
+        locked = queries.exclusively_locked_tables(ctx.conn) if reason == blind.LOCK_TIMEOUT else frozenset()
+        self._backoff[key] = _Backoff(failures, now + delay, reason, locked)
+        level = logging.INFO if failures == 1 else logging.DEBUG
+        what = {blind.LOCK_TIMEOUT: f"waited the lock timeout (a lock on a table it reads: see "
+                                    f"{names.LOCK_BLOCKER_WAITING_SESSIONS}); retried as soon as no table it names "
+                                    "is locked, else",
+                blind.TIME_BUDGET: "ran out of the advisor's time budget (--missing-index.budget-seconds); retried",
+                }.get(reason, f"cannot be planned ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                              "retried")
+        log.log(level, "missing-index check of queryid %s %s in %.0f s", key[1], what, delay)
+        return reason, None
+
+    def _forget(self, now: float, recheck: float) -> None:
+        """Statements that left the slow list long ago leave the cache, so it stays bounded."""
+        horizon = now - 2 * recheck
+        self._cache = {k: e for k, e in self._cache.items() if e.checked_at >= horizon}
+        self._backoff = {k: b for k, b in self._backoff.items() if b.retry_at >= horizon}
+
+    # --- output ------------------------------------------------------------------------------------------------
+
+    def _families(self, ctx: ScrapeContext, slow: list[queries.StatementStat], unanswered: dict[int, str]):
+        db = ctx.caps.database
+        now = self._clock()
         suspect = GaugeMetricFamily(names.MISSING_INDEX, "1 per statement whose sequential scan an index would "
                                     "remove (HypoPG-verified unless run with --no-hypopg).", labels=LABELS)
         before = GaugeMetricFamily(names.MISSING_INDEX_COST_BEFORE, "Generic plan cost today, planner units.",
                                    labels=LABELS)
         after = GaugeMetricFamily(names.MISSING_INDEX_COST_AFTER, "Generic plan cost with the hypothetical index, "
                                   "planner units.", labels=LABELS)
+        blind_count: Counter[str] = Counter()
         for s in slow:
             entry = self._cache.get((db, s.queryid))
+            reason = unanswered.get(s.queryid)
+            if reason is not None and entry is not None and entry.blind is None:
+                ctx.served_last_known(self.name, str(s.queryid), now - entry.checked_at)   # stale, not blind
+            elif reason is not None:
+                blind_count[reason] += 1
+            elif entry is not None and entry.blind is not None:
+                blind_count[entry.blind] += 1
             for sug in entry.suggestions if entry else ():
                 lv = [db, str(s.queryid), sug.schemaname, sug.relname, ",".join(sug.columns), sug.ddl]
                 suspect.add_metric(lv, 1)
                 before.add_metric(lv, sug.cost_before)
                 if sug.cost_after is not None:
                     after.add_metric(lv, sug.cost_after)
-        return [suspect, before, after]
+        blind_fam = GaugeMetricFamily(names.MISSING_INDEX_BLIND_STATEMENTS, "Slow statements the advisor has no "
+                                      "answer for, by reason (permission_denied: GRANT SELECT; table_locked: a lock, "
+                                      "not an index, is in the way).", labels=["datname", "reason"])
+        self._reasons_seen |= {(db, r) for r in blind_count} | {(db, blind.PERMISSION_DENIED)}
+        for seen_db, reason in sorted(self._reasons_seen):
+            if seen_db == db:
+                blind_fam.add_metric([db, reason], blind_count.get(reason, 0))
+        return [suspect, before, after, blind_fam]

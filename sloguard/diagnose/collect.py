@@ -17,12 +17,13 @@ from datetime import datetime
 import psycopg
 
 from sloguard.diagnose.thresholds import Thresholds
-from sloguard.pginsight import advisor, window
+from sloguard.pginsight import advisor, blind, lockqueue, window
 from sloguard.pginsight import queries as q
 
 STATEMENT_TIMEOUT_MS = 10_000
-# pg_table_size() and EXPLAIN take ACCESS SHARE locks: behind a migration's ACCESS EXCLUSIVE lock they would hang,
-# in exactly the incident diagnose is run for. Give up on that step after 1 s and say so.
+# pg_relation_size() and EXPLAIN take ACCESS SHARE locks: behind a migration's ACCESS EXCLUSIVE lock they would hang,
+# in exactly the incident diagnose is run for. Tables locked exclusively are not read (pginsight checks pg_locks
+# first); this bounds the race where a lock is taken in between: give up on that step after 1 s and say so.
 LOCK_TIMEOUT_MS = 1_000
 # pginsight reads the top N of all databases (no text: cheap); we keep this database's first TOP_STATEMENTS.
 READ_STATEMENTS = 1000
@@ -31,12 +32,10 @@ ADVISE_STATEMENTS = 15     # statements given to the index advisor, by total tim
 DEFAULT_SAMPLE_SECONDS = 3.0
 MAX_SAMPLE_SECONDS = 60.0
 
-# Blockers of lock waiters: who they are and how long they hold, never their query text (it can hold secrets).
-BLOCKERS_SQL = """
-SELECT pid, coalesce(usename, ''), coalesce(application_name, ''), coalesce(state, ''),
-       extract(epoch FROM now() - xact_start)::float8, pg_blocking_pids(pid), query_id
-FROM pg_stat_activity WHERE pid = ANY(%(pids)s)
-"""
+# Statement words of DDL, for a lock queue's statements whose lock mode alone does not tell (e.g. the root holds only
+# ACCESS SHARE while an ALTER TABLE waits behind it).
+DDL_WORDS = ("ALTER", "CREATE", "DROP", "TRUNCATE", "REINDEX", "CLUSTER", "VACUUM", "REFRESH", "LOCK", "COMMENT",
+             "GRANT", "REVOKE")
 
 
 _LOCKED = ("{step} skipped: a table is locked exclusively (waited {lock_timeout} s); see Lock waits and "
@@ -47,15 +46,8 @@ class CannotDiagnose(Exception):
     """Diagnose could not run (exit 2); the message is the reason and the fix."""
 
 
-@dataclass(frozen=True)
-class Blocker:
-    pid: int
-    user: str
-    application: str
-    state: str
-    transaction_seconds: float | None
-    blocked_by: tuple[int, ...]
-    query_id: int | None
+def is_ddl_text(text: str | None) -> bool:
+    return bool(text) and text.lstrip().split(None, 1)[0].upper() in DDL_WORDS
 
 
 @dataclass
@@ -71,7 +63,9 @@ class DatabaseEvidence:
     tables: list[q.TableStat] = field(default_factory=list)
     suggestions: list[advisor.IndexSuggestion] = field(default_factory=list)
     lock_waiters: list[q.LockWaiter] = field(default_factory=list)
-    blockers: dict[int, Blocker] = field(default_factory=dict)
+    root_blockers: list[lockqueue.RootBlocker] = field(default_factory=list)   # most queued first
+    lock_texts: dict[int, str] = field(default_factory=dict)   # query_id -> normalised text, for the lock queue
+    blind_statements: dict[int, blind.Blind] = field(default_factory=dict)   # queryid -> why it was not planned
     transactions: list[q.OldestTransaction] = field(default_factory=list)
     migration: q.Migration | None = None
     notes: list[str] = field(default_factory=list)
@@ -83,6 +77,16 @@ class DatabaseEvidence:
         """The mean a statement is judged by: over the sample window when it ran in it, else since the reset."""
         recent = self.recent.get(window.key(s))
         return (recent.mean_seconds, recent) if recent else (s.mean_exec_seconds, None)
+
+    def is_ddl(self, session: q.LockSession) -> bool:
+        """DDL by its lock (see lockqueue.DDL_MODES) or by its statement's first word."""
+        return (lockqueue.is_ddl_lock(session.wants) or any(lockqueue.is_ddl_lock(h) for h in session.holds)
+                or is_ddl_text(self.lock_texts.get(session.query_id)))
+
+    @property
+    def queued_query_ids(self) -> set[int]:
+        """Statements whose sessions wait in a lock queue now."""
+        return {s.query_id for r in self.root_blockers for s in r.queued if s.query_id is not None}
 
 
 def describe_target(dsn: str) -> str:
@@ -129,10 +133,10 @@ def collect(conn: psycopg.Connection, target: str, th: Thresholds, migrations_ta
     ev.connections = q.connections(conn)
 
     progress("tables")
-    try:
+    try:   # sizes of exclusively locked tables are not read (None): a lock must not stall diagnose
         ev.tables = q.table_stats(conn, 50)
     except psycopg.errors.LockNotAvailable:
-        ev.notes.append(_LOCKED.format(step="table sizes"))
+        ev.tables = q.table_stats(conn, 50, sizes=False)
 
     progress(f"top statements (sampled over {sample_seconds:g} s)" if first is not None else "top statements")
     if first is not None:
@@ -156,28 +160,68 @@ def collect(conn: psycopg.Connection, target: str, th: Thresholds, migrations_ta
                         "(a superuser can run `CREATE EXTENSION hypopg;` — diagnose never creates it)")
     # what costs the most now first (time spent in the window), then the cumulative order
     candidates = sorted((s for s in ev.statements if s.query), key=lambda s: -_window_seconds(ev, s))
+    candidates = candidates[:ADVISE_STATEMENTS]
+    # not planned: statements reading a table locked exclusively (planning would queue behind the lock, and the
+    # lock, not an index, is their problem) or one this role may not read (EXPLAIN would fail)
+    ev.blind_statements = blind.precheck(conn, {s.queryid: s.query for s in candidates})
+    ev.notes.extend(_blind_notes(ev.blind_statements, caps.user))
     try:
-        ev.suggestions = advisor.suggest_for_statements(conn, candidates[:ADVISE_STATEMENTS], use_hypopg=ev.hypopg,
-                                                        limit=ADVISE_STATEMENTS, min_live_rows=th.min_live_rows)
+        ev.suggestions = advisor.suggest_for_statements(conn, [s for s in candidates if s.queryid not in ev.blind_statements],
+                                                        use_hypopg=ev.hypopg, limit=ADVISE_STATEMENTS,
+                                                        min_live_rows=th.min_live_rows)
     except psycopg.errors.LockNotAvailable:
         ev.notes.append(_LOCKED.format(step="index advice"))
     if ev.hypopg:   # belt and braces: the advisor resets, and HypoPG indexes die with this session anyway
         conn.execute("SELECT hypopg_reset()")
 
     progress("locks and transactions")
-    ev.lock_waiters = [w for w in q.lock_waiters(conn) if w.datname == caps.database]
-    blocker_pids = sorted({p for w in ev.lock_waiters for p in w.blocking_pids})
-    ev.blockers = _blockers(conn, blocker_pids)
+    sessions = [s for s in q.lock_sessions(conn) if s.datname == caps.database]
+    ev.lock_waiters = [q.LockWaiter(s.pid, s.datname, s.user, s.blocked_by, s.wants.locktype if s.wants else "",
+                                    s.waiting_seconds or 0.0) for s in sessions if s.waiting]
+    ev.root_blockers = lockqueue.root_blockers(sessions)
+    ids = [s.query_id for r in ev.root_blockers for s in (r.session, *r.queued) if s.query_id is not None]
+    ev.lock_texts = q.statement_texts(conn, sorted(set(ids)))
     ev.transactions = [t for t in q.oldest_transactions(conn) if t.datname == caps.database]
 
     progress("migrations")
-    try:
-        ev.migration = q.last_migration(conn, migrations_table)
-    except (ValueError, psycopg.Error) as e:
-        ev.notes.append(f"migrations table {migrations_table}: {str(e).splitlines()[0]}")
-    if ev.migration is None:
-        ev.notes.append(f"no migrations found in table {migrations_table} (use --migrations-table)")
+    ev.migration, note = _migration(conn, migrations_table, caps.user)
+    if note:
+        ev.notes.append(note)
     return ev
+
+
+def _migration(conn: psycopg.Connection, table: str, role: str) -> tuple[q.Migration | None, str | None]:
+    """The latest migration, or one note saying why there is none (never two that contradict each other)."""
+    try:
+        found = q.last_migration(conn, table)
+    except psycopg.errors.InsufficientPrivilege:
+        return None, (f"migrations table {table}: role {role} may not read it: run "
+                      f"`GRANT SELECT ON {table} TO {advisor.quote_ident(role)};`")
+    except q.RelationLocked as e:
+        return None, f"{e}: not read (a migration may be running now: see the lock finding)"
+    except (ValueError, psycopg.Error) as e:
+        return None, f"migrations table {table}: {str(e).splitlines()[0]}"
+    if found is None:
+        return None, (f"no migrations found: table {table} does not exist here or is empty (pass "
+                      "--migrations-table [schema.]table if your migration tool uses another)")
+    return found, None
+
+
+def _blind_notes(found: dict[int, blind.Blind], role: str) -> list[str]:
+    notes = []
+    locked = [b for b in found.values() if b.reason == blind.TABLE_LOCKED]
+    if locked:
+        tables = sorted({t for b in locked for t in b.table_names})
+        notes.append(f"index advice not attempted for {len(locked)} statement(s) reading {', '.join(tables)}, "
+                     "locked exclusively by another session: they wait on that lock, which no index fixes "
+                     "(see the lock finding)")
+    denied = [b for b in found.values() if b.reason == blind.PERMISSION_DENIED]
+    if denied:
+        tables = sorted({t for b in denied for t in b.table_names})
+        notes.append(f"index advice blind for {len(denied)} statement(s): role {role} may not read "
+                     f"{', '.join(tables) or 'their schema'} (pg_monitor grants statistics, not SELECT; EXPLAIN "
+                     f"reads no rows but needs it): run `{blind.merged_fix(role, denied)}` as the tables' owner")
+    return notes
 
 
 def _top_statements(conn: psycopg.Connection, caps: q.Capabilities) -> list[q.StatementStat]:
@@ -196,16 +240,3 @@ def _with_text(s: q.StatementStat, text: str | None) -> q.StatementStat:
     from dataclasses import replace
     return replace(s, query=text)
 
-
-def _blockers(conn: psycopg.Connection, pids: list[int]) -> dict[int, Blocker]:
-    """Blockers, and the blockers of blockers (chains), bounded to 3 hops."""
-    found: dict[int, Blocker] = {}
-    todo = list(pids)
-    for _ in range(3):
-        todo = [p for p in todo if p not in found]
-        if not todo:
-            break
-        for r in conn.execute(BLOCKERS_SQL, {"pids": todo}):
-            found[r[0]] = Blocker(r[0], r[1], r[2], r[3], r[4], tuple(r[5] or ()), r[6])
-        todo = [p for b in found.values() for p in b.blocked_by]
-    return found

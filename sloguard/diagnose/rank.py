@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sloguard.diagnose.collect import DatabaseEvidence
+from sloguard.diagnose.collect import DatabaseEvidence, is_ddl_text
 from sloguard.diagnose.prom import PrometheusEvidence
 from sloguard.diagnose.thresholds import Thresholds
-from sloguard.pginsight import advisor
+from sloguard.pginsight import advisor, blind
 
 SEVERITIES = ("critical", "warning", "info")
-# The missing index is the cause; slow statements, seq scans and the pool are what it causes.
-KIND_WEIGHT = {"alert": 100, "pool": 95, "connections": 90, "missing_index": 85, "lock_wait": 80,
+# The missing index is the cause; slow statements, seq scans and the pool are what it causes. A lock queue's root
+# blocker comes first: while it holds, everything queued behind it (and the alerts) follows from it.
+KIND_WEIGHT = {"lock_blocker": 110, "alert": 100, "pool": 95, "connections": 90, "missing_index": 85,
                "slow_statement": 70, "seq_scan": 60, "long_transaction": 50, "burn_rate": 40, "migration": 10}
 PGHERO_INDEX_SHARE = 0.95    # a large table whose scans are < 95% index scans is "read by seq scans"
 SLOW_MIN_CALLS = 20          # one-off statements (seeding, ANALYZE, a migration) are not the app's hot path
@@ -58,8 +59,15 @@ def connection_findings(db: DatabaseEvidence, th: Thresholds) -> list[Finding]:
                     ratio, {"used": used, "usable": usable, "ratio": ratio})]
 
 
+def _waits_on_lock(db: DatabaseEvidence, queryid: int) -> bool:
+    """Its sessions queue on a lock now, or it reads a table locked exclusively: a lock, not an index, slows it."""
+    b = db.blind_statements.get(queryid)
+    return queryid in db.queued_query_ids or (b is not None and b.reason == blind.TABLE_LOCKED)
+
+
 def statement_findings(db: DatabaseEvidence, th: Thresholds) -> list[Finding]:
     out = []
+    roots = ", ".join(str(r.pid) for r in db.root_blockers[:3])
     for s in db.statements:
         # judged on the calls of the sample window when it ran in it: a cheap history must not hide it
         mean, recent = db.mean_now(s)
@@ -71,8 +79,10 @@ def statement_findings(db: DatabaseEvidence, th: Thresholds) -> list[Finding]:
                 f"{_short(s.query)} — {s.calls} calls, {s.total_exec_seconds:.1f} s total, mean since reset "
                 f"{s.mean_exec_seconds * 1000:.0f} ms, max {s.max_exec_seconds * 1000:.0f} ms "
                 f"(threshold {th.slow_mean_seconds * 1000:.0f} ms)",
-                "see the candidate index below, or EXPLAIN (ANALYZE, BUFFERS) it",
-                s.total_exec_seconds, {"queryid": s.queryid, "mean_seconds": mean, "recent": recent is not None}))
+                (f"it waits on a lock (root blocker pid {roots or '?'}: see the lock finding), not on a missing index"
+                 if _waits_on_lock(db, s.queryid) else "see the candidate index below, or EXPLAIN (ANALYZE, BUFFERS) it"),
+                s.total_exec_seconds, {"queryid": s.queryid, "mean_seconds": mean, "recent": recent is not None,
+                                       "waits_on_lock": _waits_on_lock(db, s.queryid)}))
     return out
 
 
@@ -118,30 +128,63 @@ def index_findings(db: DatabaseEvidence) -> list[Finding]:
 
 
 def lock_findings(db: DatabaseEvidence, th: Thresholds) -> list[Finding]:
+    """One finding per root blocker (pginsight.lockqueue): the session its queue waits for, what it runs, and the
+    advice in order: cancel an active blocker, terminate only an idle-in-transaction one, re-run the DDL with a lock
+    timeout and retries. The waiters themselves are evidence (Lock waits), not findings."""
     out = []
-    for w in db.lock_waiters:
-        chain = [str(w.pid)]
-        seen = {w.pid}
-        nxt = list(w.blocking_pids)
-        while nxt and len(chain) < 6:   # follow the first blocker: the chain a human reads
-            pid = nxt[0]
-            if pid in seen:
-                break
-            seen.add(pid)
-            b = db.blockers.get(pid)
-            desc = f"{pid}" + (f" ({b.user}, {b.application or 'no app'}, {b.state}, in transaction "
-                               f"{b.transaction_seconds or 0:.0f} s)" if b else "")
-            chain.append(desc)
-            nxt = list(b.blocked_by) if b else []
-        # a wait under a second is normal traffic; many waiters at once is the incident's shape
-        sev = ("critical" if len(db.lock_waiters) >= th.lock_waiting_sessions
-               else "warning" if w.waiting_seconds >= 1 else "info")
-        out.append(Finding("lock_wait", sev, f"pid {w.pid} waits {w.waiting_seconds:.0f} s on a lock",
-                           "blocking chain: " + " <- blocked by ".join(chain),
-                           f"SELECT pg_terminate_backend({chain[-1].split()[0]});  -- only if the root blocker is stuck",
-                           w.waiting_seconds, {"pid": w.pid, "blocking_pids": list(w.blocking_pids)},
-                           action_is_sql=True))
+    for root in db.root_blockers:
+        s = root.session
+        ddl = [x for x in (s, *root.queued) if db.is_ddl(x)]
+        longest = root.longest_wait_seconds
+        sev = ("critical" if root.waiters >= th.lock_waiting_sessions or (ddl and longest >= 1)
+               else "warning" if longest >= 1 else "info")
+        lock = root.lock
+        held = f"holds {lock.mode} on {lock.relation or lock.locktype}" if lock else "holds the lock they need"
+        title = (f"lock queue: {root.waiters} session(s) wait behind pid {s.pid} ({s.state or s.backend_type}, "
+                 f"{root.age_seconds:.0f} s){'; DDL in the chain' if ddl else ''}")
+        detail = (f"pid {s.pid} ({s.user or '-'}, {s.application or 'no application_name'}) {held}; its statement "
+                  f"(queryid {s.query_id if s.query_id is not None else '-'}): {_statement(db, s)}; "
+                  f"longest wait {longest:.0f} s; queued: {', '.join(str(w.pid) for w in root.queued[:10])}"
+                  f"{' ...' if root.waiters > 10 else ''}")
+        waiting_ddl = [x for x in root.waiting_ddl if x.pid != s.pid]
+        if waiting_ddl:
+            w = waiting_ddl[0]
+            detail += (f"; the queue forms behind DDL pid {w.pid}, waiting for {w.wants.mode if w.wants else 'a lock'}:"
+                       f" {_statement(db, w)}")
+        out.append(Finding(
+            "lock_blocker", sev, title, detail, _lock_advice(db, root, ddl), float(root.waiters),
+            {"pid": s.pid, "state": s.state, "age_seconds": root.age_seconds, "waiters": root.waiters,
+             "queued_pids": [w.pid for w in root.queued], "query_id": s.query_id,
+             "statement": db.lock_texts.get(s.query_id), "mode": lock.mode if lock else None,
+             "relation": lock.relation if lock else None, "ddl_in_chain": bool(ddl),
+             "ddl_pids": [x.pid for x in ddl], "longest_wait_seconds": longest},
+            action_is_sql=True))
     return out
+
+
+def _statement(db: DatabaseEvidence, s) -> str:
+    text = db.lock_texts.get(s.query_id) if s.query_id is not None else None
+    return _short(text, 120) if text else "(text not in pg_stat_statements)"
+
+
+def _lock_advice(db: DatabaseEvidence, root, ddl: list) -> str:
+    s = root.session
+    lines = []
+    for w in root.waiting_ddl:   # active, and what the queue is directly behind: cancelling it frees the queue
+        lines += [f"-- DDL pid {w.pid} waits for {w.wants.mode if w.wants else 'a lock'} and everyone queues behind "
+                  "it: cancel it first (nothing is lost; re-run it below)", f"SELECT pg_cancel_backend({w.pid});"]
+    if root.idle_in_transaction:
+        lines += [f"-- pid {s.pid} is {s.state} for {s.state_seconds or 0:.0f} s: a cancel does nothing; end its "
+                  "session (its transaction rolls back)", f"SELECT pg_terminate_backend({s.pid});"]
+    else:
+        lines += [f"-- pid {s.pid} is {s.state or 'running'}: cancel its statement (the session stays; do not "
+                  "terminate an active session)", f"SELECT pg_cancel_backend({s.pid});"]
+    if ddl:
+        text = next((db.lock_texts.get(x.query_id) for x in ddl if is_ddl_text(db.lock_texts.get(x.query_id))), None)
+        lines += ["-- then re-run the DDL with a lock timeout, retrying after a pause while it gives up "
+                  "(\"canceling statement due to lock timeout\")", "SET lock_timeout = '5s';",
+                  (" ".join(text.split()).rstrip(";") + ";") if text else "-- <the DDL statement>;"]
+    return "\n".join(lines)
 
 
 def transaction_findings(db: DatabaseEvidence, th: Thresholds) -> list[Finding]:

@@ -44,8 +44,11 @@ def _sections(db: DatabaseEvidence, prom: PrometheusEvidence | None) -> list[tup
            for s in db.suggestions]
     locks = [[w.pid, f"{w.waiting_seconds:.0f}", ", ".join(map(str, w.blocking_pids)) or "-", w.wait_event]
              for w in db.lock_waiters]
-    blockers = [[b.pid, b.user, b.application or "-", b.state, f"{b.transaction_seconds or 0:.0f}",
-                 ", ".join(map(str, b.blocked_by)) or "-"] for b in db.blockers.values()]
+    blockers = [[r.pid, r.session.state or r.session.backend_type, f"{r.age_seconds:.0f}",
+                 f"{r.lock.mode} {r.lock.relation or r.lock.locktype}" if r.lock else "-", r.waiters,
+                 ", ".join(str(x.pid) for x in (r.session, *r.queued) if db.is_ddl(x)) or "-",
+                 r.session.query_id if r.session.query_id is not None else "-",
+                 _one_line(db.lock_texts.get(r.session.query_id), 60)] for r in db.root_blockers]
     txs = [[t.datname, f"{t.age_seconds:.0f}", t.open_transactions] for t in db.transactions]
     mig = [[db.migration.table, db.migration.version, db.migration.applied_at.isoformat()]] if db.migration else []
     out = [
@@ -56,7 +59,8 @@ def _sections(db: DatabaseEvidence, prom: PrometheusEvidence | None) -> list[tup
          tables),
         ("Candidate indexes (HypoPG)", ["index", "cost before", "cost after", "verified", "queryid"], idx),
         ("Lock waits", ["pid", "waiting s", "blocked by", "wait event"], locks),
-        ("Blocking sessions", ["pid", "user", "application", "state", "in transaction s", "blocked by"], blockers),
+        ("Root blockers", ["pid", "state", "age s", "holds", "queued", "DDL pids", "queryid", "statement"],
+         blockers),
         ("Long transactions", ["database", "oldest s", "open"], txs),
         ("Latest migrations", ["table", "version", "applied at"], mig),
     ]
@@ -67,6 +71,13 @@ def _sections(db: DatabaseEvidence, prom: PrometheusEvidence | None) -> list[tup
                     [[b.slo, f"{b.error_ratio_5m:.4f}", f"{b.error_budget:.4f}", f"{b.burn_rate:.1f}"]
                      for b in prom.burn_rates]))
     return out
+
+
+def _empty(db: DatabaseEvidence, title: str) -> str:
+    """What an empty section means: for the index candidates, whether statements could not be planned."""
+    if title.startswith("Candidate indexes") and db.blind_statements:
+        return f"none: {len(db.blind_statements)} statement(s) not planned, see the notes"
+    return "none"
 
 
 def _notes(db: DatabaseEvidence, prom: PrometheusEvidence | None, extra: list[str]) -> list[str]:
@@ -90,7 +101,7 @@ def render_text(db, prom, findings: list[Finding], code: int, notes: list[str]) 
     for title, header, rows in _sections(db, prom):
         out += ["", title.upper()]
         if not rows:
-            out.append("  (none)")
+            out.append(f"  ({_empty(db, title)})")
             continue
         widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
         for row in [header, *rows]:
@@ -123,7 +134,7 @@ def render_markdown(db, prom, findings: list[Finding], code: int, notes: list[st
     for title, header, rows in _sections(db, prom):
         out += ["", f"## {title}", ""]
         if not rows:
-            out.append("None.")
+            out.append(f"{_empty(db, title).capitalize()}.")
             continue
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "---|" * len(header))
@@ -151,7 +162,10 @@ def render_json(db, prom, findings: list[Finding], code: int, notes: list[str]) 
             "tables": [asdict(t) for t in db.tables],
             "index_suggestions": [asdict(s) for s in db.suggestions],
             "lock_waiters": [asdict(w) for w in db.lock_waiters],
-            "blockers": [asdict(b) for b in db.blockers.values()],
+            "root_blockers": [{**asdict(r.session), "lock": asdict(r.lock) if r.lock else None,
+                               "queued_pids": [w.pid for w in r.queued], "statement": db.lock_texts.get(
+                                   r.session.query_id)} for r in db.root_blockers],
+            "advisor_blind": {str(qid): asdict(b) for qid, b in db.blind_statements.items()},
             "long_transactions": [asdict(t) for t in db.transactions],
             "latest_migration": asdict(db.migration) if db.migration else None,
             "prometheus": asdict(prom) if prom else None,

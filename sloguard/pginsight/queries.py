@@ -22,6 +22,21 @@ class ExtensionMissing(Exception):
     """An extension (pg_stat_statements, hypopg) is not installed or not preloaded; the message says how to fix."""
 
 
+class RelationLocked(Exception):
+    """Reading the relation would queue behind another session's ACCESS EXCLUSIVE lock, so it was not read."""
+
+
+# --- exclusive locks ------------------------------------------------------------------------------------------------
+# Tables (of the current database) that another session holds or waits for ACCESS EXCLUSIVE on, directly or on one of
+# their indexes. Any read of them (pg_relation_size, SELECT, EXPLAIN: all ACCESS SHARE) would queue behind that lock,
+# a waiting request included. pg_locks and pg_index are read without taking any relation lock. Used as a scalar
+# subquery (an InitPlan, evaluated once per query) by the readers below.
+EXCLUSIVELY_LOCKED_TABLES = """ARRAY(SELECT DISTINCT coalesce(i.indrelid, l.relation)
+  FROM pg_locks l LEFT JOIN pg_index i ON i.indexrelid = l.relation
+  WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' AND l.pid IS DISTINCT FROM pg_backend_pid()
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"""
+
+
 # --- pg_stat_statements ---------------------------------------------------------------------------------------
 # Aggregated over toplevel/nested rows so one (db, user, queryid) is one series. Text is fetched only on demand:
 # pg_stat_statements(false) skips reading the query-text file, the expensive part on a big catalogue.
@@ -64,14 +79,22 @@ SELECT current_user,
 # --- tables -----------------------------------------------------------------------------------------------------
 # Current database only (pg_stat_user_tables is per database). Bounded: the busiest tables by rows scanned.
 # Size is the heap's main fork (pg_relation_size): pg_table_size adds FSM/VM/TOAST forks at ~5x the cost
-# (80 ms vs 15 ms for 2,000 tables), and the heap is what a sequential scan reads.
+# (80 ms vs 15 ms for 2,000 tables), and the heap is what a sequential scan reads. pg_relation_size takes ACCESS
+# SHARE on the table, so it is not called (NULL; CASE is evaluated lazily) for an exclusively locked table, nor for any
+# table when %(sizes)s is false; the pg_class estimate (relpages, as of the last VACUUM/ANALYZE/CREATE INDEX) and its
+# age come instead. Nothing else here locks a user table.
 TABLE_STATS_SQL = """
 SELECT current_database(), t.schemaname, t.relname, t.seq_scan, t.seq_tup_read, t.idx_scan, t.n_live_tup,
-       coalesce(pg_relation_size(t.relid), 0)
-FROM (SELECT relid, schemaname, relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0) AS idx_scan, n_live_tup
+       CASE WHEN %(sizes)s AND NOT t.relid = ANY(""" + EXCLUSIVELY_LOCKED_TABLES + """)
+            THEN coalesce(pg_relation_size(t.relid), 0) END,
+       c.relpages::int8 * current_setting('block_size')::int8,
+       extract(epoch FROM now() - t.estimated_at)::float8
+FROM (SELECT relid, schemaname, relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0) AS idx_scan, n_live_tup,
+             greatest(last_vacuum, last_autovacuum, last_analyze, last_autoanalyze) AS estimated_at
       FROM pg_stat_user_tables
       ORDER BY seq_tup_read DESC, n_live_tup DESC, relid
       LIMIT %(limit)s) t
+JOIN pg_class c ON c.oid = t.relid
 ORDER BY t.seq_tup_read DESC, t.n_live_tup DESC, t.relid
 """
 
@@ -85,6 +108,48 @@ GROUP BY 1, 2, 3
 
 SETTINGS_SQL = """
 SELECT name, setting::int FROM pg_settings WHERE name IN ('max_connections', 'superuser_reserved_connections')
+"""
+
+# Everyone in a lock queue: the sessions waiting on a heavyweight lock and the sessions they wait for (a blocker that
+# waits is itself a waiter, so one level reaches every root). Per session: what it waits for (pg_locks.waitstart is
+# when the wait began) and the locks it holds on objects someone waits for. query_id is the fingerprint of its current
+# or, when idle, last statement (pg_stat_statements' queryid); no query text. pg_locks is read once.
+LOCK_QUEUE_SQL = """
+WITH locks AS MATERIALIZED (SELECT * FROM pg_locks),
+waiting AS (
+  SELECT pid, pg_blocking_pids(pid) AS blocked_by FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+),
+involved AS (SELECT pid FROM waiting UNION SELECT unnest(blocked_by) FROM waiting),
+wanted AS (SELECT l.* FROM locks l JOIN waiting w ON w.pid = l.pid WHERE NOT l.granted),
+named AS (   -- a relation's name, for locks in the current database only (oids are per database)
+  SELECT c.oid, n.nspname || '.' || c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.oid IN (SELECT relation FROM locks WHERE database = (SELECT oid FROM pg_database
+                                                               WHERE datname = current_database()))
+)
+SELECT a.pid, coalesce(a.datname, ''), coalesce(a.usename, ''), coalesce(a.application_name, ''),
+       coalesce(a.state, ''), coalesce(a.backend_type, ''), w.pid IS NOT NULL, coalesce(w.blocked_by, '{}'::int[]),
+       extract(epoch FROM now() - a.xact_start)::float8,
+       extract(epoch FROM now() - coalesce(a.state_change, a.query_start))::float8,
+       nullif(a.query_id, 0),
+       want.locktype, want.relname, want.mode, extract(epoch FROM now() - want.waitstart)::float8,
+       held.locktypes, held.relnames, held.modes
+FROM involved i
+JOIN pg_stat_activity a ON a.pid = i.pid
+LEFT JOIN waiting w ON w.pid = a.pid
+LEFT JOIN LATERAL (
+  SELECT x.locktype, coalesce(nm.name, '') AS relname, x.mode, x.waitstart
+  FROM wanted x LEFT JOIN named nm ON nm.oid = x.relation WHERE x.pid = a.pid LIMIT 1) want ON true
+LEFT JOIN LATERAL (
+  SELECT array_agg(h.locktype) AS locktypes, array_agg(coalesce(nm.name, '')) AS relnames, array_agg(h.mode) AS modes
+  FROM locks h LEFT JOIN named nm ON nm.oid = h.relation
+  WHERE h.pid = a.pid AND h.granted AND EXISTS (
+    SELECT 1 FROM wanted x
+    WHERE x.locktype = h.locktype AND x.database IS NOT DISTINCT FROM h.database
+      AND x.relation IS NOT DISTINCT FROM h.relation AND x.page IS NOT DISTINCT FROM h.page
+      AND x.tuple IS NOT DISTINCT FROM h.tuple AND x.virtualxid IS NOT DISTINCT FROM h.virtualxid
+      AND x.transactionid IS NOT DISTINCT FROM h.transactionid AND x.classid IS NOT DISTINCT FROM h.classid
+      AND x.objid IS NOT DISTINCT FROM h.objid AND x.objsubid IS NOT DISTINCT FROM h.objsubid)) held ON true
+ORDER BY a.pid
 """
 
 LOCK_WAITERS_SQL = """
@@ -104,8 +169,9 @@ GROUP BY 1
 """
 
 # --- migrations ---------------------------------------------------------------------------------------------------
+# Also says whether the table is exclusively locked (to_regclass and pg_attribute take no lock on it).
 MIGRATION_COLUMNS_SQL = """
-SELECT a.attname FROM pg_attribute a
+SELECT a.attname, a.attrelid = ANY(""" + EXCLUSIVELY_LOCKED_TABLES + """) FROM pg_attribute a
 WHERE a.attrelid = to_regclass(%(table)s) AND a.attnum > 0 AND NOT a.attisdropped
 """
 # Common layouts: ours/Rails/golang-migrate use `version`, Flyway `version` + `installed_on`.
@@ -159,7 +225,9 @@ class TableStat:
     seq_tup_read: int
     idx_scan: int
     live_rows: int
-    size_bytes: int
+    size_bytes: int | None                 # None: not read (the table is exclusively locked, or sizes were off)
+    size_estimate_bytes: int = 0           # pg_class.relpages x block_size, as of the last VACUUM/ANALYZE
+    size_estimate_age_seconds: float | None = None   # since that VACUUM/ANALYZE; None: never (age unknown)
 
 
 @dataclass(frozen=True)
@@ -184,6 +252,32 @@ class LockWaiter:
     blocking_pids: tuple[int, ...]
     wait_event: str
     waiting_seconds: float
+
+
+@dataclass(frozen=True)
+class LockRef:
+    locktype: str       # relation, transactionid, tuple, advisory...
+    relation: str       # schema.table for relation/page/tuple locks in the current database, else ''
+    mode: str           # AccessShareLock ... AccessExclusiveLock
+
+
+@dataclass(frozen=True)
+class LockSession:
+    """A session in a lock queue: waiting, blocking, or both."""
+    pid: int
+    datname: str
+    user: str
+    application: str
+    state: str                         # active, idle in transaction, ...
+    backend_type: str
+    waiting: bool                      # wait_event_type = 'Lock'
+    blocked_by: tuple[int, ...]        # pg_blocking_pids(); empty when it does not wait
+    transaction_seconds: float | None  # None: no open transaction
+    state_seconds: float | None        # time in its current state
+    query_id: int | None               # pg_stat_statements queryid of its current or last statement
+    wants: LockRef | None              # the lock it waits for
+    waiting_seconds: float | None      # since its wait began (pg_locks.waitstart)
+    holds: tuple[LockRef, ...]         # granted locks on objects someone waits for
 
 
 @dataclass(frozen=True)
@@ -228,9 +322,11 @@ def statement_texts(conn: psycopg.Connection, queryids: list[int], all_databases
     return {int(q): text for q, text in conn.execute(STATEMENT_TEXTS_SQL, params)}
 
 
-def table_stats(conn: psycopg.Connection, limit: int) -> list[TableStat]:
-    return [TableStat(r[0], r[1], r[2], int(r[3] or 0), int(r[4] or 0), int(r[5]), int(r[6] or 0), int(r[7]))
-            for r in conn.execute(TABLE_STATS_SQL, {"limit": limit})]
+def table_stats(conn: psycopg.Connection, limit: int, sizes: bool = True) -> list[TableStat]:
+    """The busiest tables; size_bytes is None for exclusively locked tables (or all, with sizes=False)."""
+    return [TableStat(r[0], r[1], r[2], int(r[3] or 0), int(r[4] or 0), int(r[5]), int(r[6] or 0),
+                      None if r[7] is None else int(r[7]), int(r[8] or 0), r[9])
+            for r in conn.execute(TABLE_STATS_SQL, {"limit": limit, "sizes": sizes})]
 
 
 def connections(conn: psycopg.Connection) -> list[ConnectionCount]:
@@ -247,6 +343,22 @@ def lock_waiters(conn: psycopg.Connection) -> list[LockWaiter]:
             for r in conn.execute(LOCK_WAITERS_SQL)]
 
 
+def exclusively_locked_tables(conn: psycopg.Connection) -> frozenset[int]:
+    """Oids of the tables another session holds or awaits ACCESS EXCLUSIVE on (see EXCLUSIVELY_LOCKED_TABLES)."""
+    return frozenset(r[0] for r in conn.execute("SELECT unnest(" + EXCLUSIVELY_LOCKED_TABLES + ")", prepare=False))
+
+
+def lock_sessions(conn: psycopg.Connection) -> list[LockSession]:
+    """Every session in a lock queue, all databases (see pginsight.lockqueue for the root blockers)."""
+    out = []
+    for r in conn.execute(LOCK_QUEUE_SQL):
+        wants = LockRef(r[11], r[12], r[13]) if r[11] else None
+        holds = tuple(LockRef(t, n, m) for t, n, m in zip(r[15] or (), r[16] or (), r[17] or (), strict=True))
+        out.append(LockSession(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(r[7] or ()), r[8], r[9],
+                               None if r[10] is None else int(r[10]), wants, r[14], holds))
+    return out
+
+
 def oldest_transactions(conn: psycopg.Connection) -> list[OldestTransaction]:
     return [OldestTransaction(r[0], float(r[1] or 0.0), int(r[2])) for r in conn.execute(OLDEST_TRANSACTION_SQL)]
 
@@ -259,11 +371,17 @@ def validate_table_name(name: str) -> tuple[str, ...]:
 
 
 def last_migration(conn: psycopg.Connection, table: str) -> Migration | None:
-    """The most recent row of the migrations table, or None when the table does not exist or is empty."""
+    """The most recent row of the migrations table, or None when the table does not exist or is empty.
+
+    Raises RelationLocked, without reading it, when another session holds or awaits ACCESS EXCLUSIVE on it.
+    """
     parts = validate_table_name(table)
-    cols = {r[0] for r in conn.execute(MIGRATION_COLUMNS_SQL, {"table": table})}
-    if not cols:
+    rows = conn.execute(MIGRATION_COLUMNS_SQL, {"table": table}).fetchall()
+    if not rows:
         return None
+    if rows[0][1]:
+        raise RelationLocked(f"migrations table {table} is locked exclusively by another session")
+    cols = {r[0] for r in rows}
     version_col = next((c for c in MIGRATION_VERSION_COLUMNS if c in cols), None)
     time_col = next((c for c in MIGRATION_TIME_COLUMNS if c in cols), None)
     if version_col is None or time_col is None:
