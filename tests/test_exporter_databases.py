@@ -43,7 +43,9 @@ ADVISED = [   # (datname, table, column, extra SQL)
      "CREATE TABLE schema_migrations (version text, applied_at timestamptz);"
      "INSERT INTO schema_migrations VALUES ('20250610120000', '2025-06-10T12:00Z');"),
     ("mdb_lending", "loans", "isbn", "CREATE TABLE members (id int); CREATE TABLE branches (id int);"),
-    ("mdb_freight", "shipments", "tracking_ref", "CREATE TABLE depots (id int); CREATE TABLE routes (id int);"),
+    # no pg_stat_statements extension here: the advisor reads statement texts through the DSN's database
+    ("mdb_freight", "shipments", "tracking_ref", "CREATE TABLE depots (id int); CREATE TABLE routes (id int);"
+                                                 "DROP EXTENSION pg_stat_statements;"),
 ]
 
 

@@ -31,7 +31,7 @@ from sloguard import names
 from sloguard.pginsight import queries
 
 from .base import ExporterOptions, ScrapeContext, SubCollector
-from .connection import Database, one_line
+from .connection import Database, DatabaseUnavailable, one_line
 from .health import ExporterCollector, default_collectors
 
 log = logging.getLogger(__name__)
@@ -154,10 +154,26 @@ class ClusterCollector:
     def _new_target(self, datname: str, primary_name: str | None) -> _Target:
         db = self.primary if datname == primary_name else self._database_for(datname)
         t = _Target(datname, db, ExporterCollector(db, self.options, self._collectors(PER_DATABASE)))
-        # the cluster-wide top statements of this scrape: the advisor picks its own database's from them
-        t.exporter.on_context = lambda ctx: setattr(ctx, "top_statements", t.top)
+        t.exporter.on_context = lambda ctx: self._prepare(ctx, t)
         self._targets[datname] = t
         return t
+
+    def _prepare(self, ctx: ScrapeContext, t: _Target) -> None:
+        # the cluster-wide top statements of this scrape: the advisor picks its own database's from them
+        ctx.top_statements = t.top
+        if t.db is not self.primary:
+            ctx.statement_texts = self._texts_from_primary
+
+    def _texts_from_primary(self, queryids: list[int]) -> dict[int, str]:
+        """Statement texts through the DSN's connection (pg_stat_statements is created there; queryids are unique
+        enough across databases, and a shared one has the same text). Lock order is always target, then primary,
+        and the primary's holders never wait for a target: no deadlock."""
+        with self.primary.lock:
+            try:
+                conn, _ = self.primary.acquire()
+            except DatabaseUnavailable as e:   # reported like any failed query of the collector
+                raise psycopg.OperationalError(f"statement texts: the DSN's database is unavailable ({e})") from None
+            return queries.statement_texts(conn, queryids, all_databases=True)
 
     def _forget(self, keep: set[str]) -> None:
         with self._room:
