@@ -200,3 +200,43 @@ def test_include_without_auto_discovery_keeps_the_dsn_database_and_says_so(advis
         exp.cleanup()
     assert {s.labels["datname"] for s in samples if s.name == names.DATABASE_UP} == {"mdb_lending"}
     assert "apply only with --auto-discover-databases" in log
+
+
+def test_families_served_again_by_a_collector_are_not_grown_by_the_merge(advised):
+    """health.py serves a collector's previous families again after a lock or statement timeout; merging the
+    databases' series must not append to those objects (they would grow by every other database each scrape)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    from exporters.pg_exporter.base import ExporterOptions
+    from exporters.pg_exporter.cluster import DatabaseSelection, build_cluster_registry
+    from exporters.pg_exporter.connection import Database
+    from exporters.pg_exporter.exposition import render
+    from tests.exporter_support import parse
+
+    class Replayed:   # always the same family object, like a last-known output
+        name = "tables"
+
+        def __init__(self):
+            self.fam = GaugeMetricFamily(names.TABLE_LIVE_ROWS, "rows", labels=["relname"])
+            self.fam.add_metric(["replayed"], 1)
+
+        def collect(self, ctx):
+            return [self.fam]
+
+    db = Database(advised.dsn("postgres"))
+    include = frozenset(d for d, *_ in ADVISED)
+    registry, cluster = build_cluster_registry(db, ExporterOptions(), enabled=("tables",),
+                                               selection=DatabaseSelection(True, include))
+    try:
+        render(registry)   # creates the per-database runs
+        for t in cluster._targets.values():
+            t.exporter.collectors = [Replayed()]
+        counts = []
+        for _ in range(3):
+            samples = parse(render(registry).decode())
+            rows = [(s.labels["datname"], s.labels["relname"]) for s in samples if s.name == names.TABLE_LIVE_ROWS]
+            counts.append(len(rows))
+            assert sorted(rows) == sorted((d, "replayed") for d in include)
+    finally:
+        cluster.close()
+    assert counts == [3, 3, 3]

@@ -17,6 +17,7 @@ connections and those the role may not CONNECT to are skipped and reported in `s
 """
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -268,7 +269,9 @@ class ClusterCollector:
                 if fam.name in merged:
                     merged[fam.name].samples.extend(fam.samples)
                 else:
-                    merged[fam.name] = fam
+                    # a copy: a collector may serve the same family objects again (health.py's last-known output)
+                    merged[fam.name] = copy.copy(fam)
+                    merged[fam.name].samples = list(fam.samples)
                     order.append(fam.name)
 
         add(self.cluster.collect(), None)
