@@ -161,11 +161,13 @@ def test_database_dropped_while_running_disappears_without_errors_on_the_others(
 def test_templates_and_unconnectable_databases_are_skipped_and_reported(pg_cluster):
     role, password = "cluster_monitor", "cl-mon-pw-4410"
     specs = [("mdb_open", "tickets", "seat_ref", ""), ("mdb_closed", "tickets", "seat_ref", ""),
-             ("mdb_private", "tickets", "seat_ref", ""), ("mdb_excluded", "tickets", "seat_ref", "")]
+             ("mdb_private", "tickets", "seat_ref", ""), ("mdb_excluded", "tickets", "seat_ref", ""),
+             ("mdb_full", "tickets", "seat_ref", "")]
     with databases(pg_cluster, *specs):
         pg_cluster.psql(f"""DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN PASSWORD '{password}' IN ROLE pg_monitor;
                             ALTER DATABASE mdb_closed ALLOW_CONNECTIONS false;
-                            REVOKE CONNECT ON DATABASE mdb_private FROM PUBLIC;""")
+                            REVOKE CONNECT ON DATABASE mdb_private FROM PUBLIC;
+                            ALTER DATABASE mdb_full CONNECTION LIMIT 0;""")
         try:
             exp = RunningExporter(["--dsn", pg_cluster.dsn("postgres", user=role, password=password),
                                    "--auto-discover-databases", "--exclude-databases", "mdb_excluded, template1",
@@ -180,6 +182,8 @@ def test_templates_and_unconnectable_databases_are_skipped_and_reported(pg_clust
     assert skipped["template0"] == "template"
     assert skipped["mdb_closed"] == "connections_not_allowed"
     assert skipped["mdb_private"] == "no_connect_privilege"
+    assert skipped["mdb_full"] == "connection_failed"   # allowed on paper, refused when tried
+    assert one(samples, names.DATABASE_UP, datname="mdb_full") == 0
     assert "template1" not in skipped   # excluded by the operator: neither scraped nor reported
     assert one(samples, names.DATABASE_UP, datname="mdb_open") == 1
     assert one(samples, names.TABLE_LIVE_ROWS, datname="mdb_open", relname="tickets") == ROWS

@@ -286,7 +286,8 @@ class ClusterCollector:
         db_up = GaugeMetricFamily(names.DATABASE_UP, "1 when the database answered its per-database collectors "
                                   "this scrape.", labels=["datname"])
         skipped_fam = GaugeMetricFamily(names.DATABASE_SKIPPED, "1 per database not scraped, with the reason "
-                                        "(template, connections_not_allowed, no_connect_privilege, connection_cap).",
+                                        "(template, connections_not_allowed, no_connect_privilege, connection_failed, "
+                                        "connection_cap).",
                                         labels=["datname", "reason"])
         per_database = [n for n in PER_DATABASE if n in self.enabled]
         if per_database and primary_name is None:
@@ -311,6 +312,8 @@ class ClusterCollector:
                 for fam in families:
                     if fam.name == names.PG_UP:
                         db_up.add_metric([datname], fam.samples[0].value)
+                        if not fam.samples[0].value:   # tried, refused (pg_hba, CONNECTION LIMIT...): say so
+                            skipped[datname] = "connection_failed"
                     elif fam.name != names.EXPORTER_INFO:
                         add([fam], datname)
         for datname, reason in sorted(skipped.items()):
