@@ -12,6 +12,10 @@ Case `single` (one database). Configurations:
                   queries.yaml for pg_stat_statements top-100 and pg_stat_user_tables (its collector flags for
                   statements do not exist in 0.11)
 
+Then the same exporters under a held lock: an ALTER TABLE on the users table in an open transaction with 3
+application sessions queued behind it (the incident class). Each is scraped again with Prometheus' default 10 s
+scrape timeout; the line compares each with its own scrape without the lock, and the series it still serves.
+
 Case `databases` (--databases N, default 10): N databases on one cluster, each with its own schema (a 30k-row table
 with a slow lookup, 50 small tables, a migrations table), one exporter per cluster:
   ours            --auto-discover-databases (tables, migrations, HypoPG-verified advice per database)
@@ -21,13 +25,16 @@ with a slow lookup, 50 small tables, a migrations table), one exporter per clust
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 
 import psycopg
 import requests
@@ -144,9 +151,14 @@ class Target:
                 time.sleep(0.1)
         raise TimeoutError(f"{self.label} not ready")
 
-    def scrape(self) -> None:
+    def scrape(self, timeout: float = 120) -> set[tuple] | None:
+        """One scrape, timed; the (name, labels) of its series, or None when it timed out."""
         start = time.perf_counter()
-        r = requests.get(self.url, timeout=120)
+        try:
+            r = requests.get(self.url, timeout=timeout)
+        except requests.Timeout:
+            self.times.append(time.perf_counter() - start)
+            return None
         self.times.append(time.perf_counter() - start)
         r.raise_for_status()
         samples = [smp for f in text_string_to_metric_families(r.text) for smp in f.samples]
@@ -158,6 +170,7 @@ class Target:
                 self.per_database[d] = self.per_database.get(d, 0) + 1
         self.suspects = sorted({f"{smp.labels['relname']}({smp.labels['columns']})" for smp in samples
                                 if smp.name == names.MISSING_INDEX})
+        return {(smp.name, tuple(sorted(smp.labels.items()))) for smp in samples}
 
     def peak_rss_mib(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -220,6 +233,7 @@ def run_single(scrapes: int, tables: int, statements: int, users: int) -> int:
                 {"DATA_SOURCE_NAME": f"postgresql://bench_theirs:{PASSWORD}@127.0.0.1:{cluster.port}/{DB}"
                                      "?sslmode=disable"}, port))
             measure(cluster, targets, scrapes, DB)
+            under_lock(cluster, targets, min(scrapes, 5))
         finally:
             for t in targets:
                 t.stop()
@@ -316,6 +330,60 @@ def report(targets: list[Target], before: dict, after: dict, scrapes: int) -> No
               f"{t.series:>9}{q:>16.1f}  {', '.join(t.suspects) or '-'}")
     print("\nfirst s: the first scrape (the advisor's first pass). median/p90 over the round-robin scrapes after one more warm-up. queries/scrape: top-level "
           "statements in pg_stat_statements by each exporter's role (PREPARE/EXPLAIN/DEALLOCATE included).")
+
+
+SCRAPE_TIMEOUT = 10.0   # Prometheus' default scrape_timeout
+# series that come and go with the lock itself (sessions by state, the queue, last-known marks, per-scrape timings)
+# or with time (the top-N statements: others enter as the scrapes run)
+VOLATILE = ("connections", "lock_", "last_known", "duration", "scrape_errors", "stat_activity", "pg_locks",
+            "oldest_transaction", "_scrape_", "exporter_last_scrape", "_statement_", "pg_stat_statements")
+
+
+def _stable(series: set[tuple]) -> set[tuple]:
+    return {x for x in series if not any(v in x[0] for v in VOLATILE)}
+
+
+def under_lock(cluster: TempCluster, targets: list[Target], scrapes: int) -> None:
+    """Scrape every exporter while an ALTER TABLE holds users exclusively, 3 application sessions queued behind it."""
+    baseline = {t.label: (statistics.median(t.times), _stable(t.scrape() or set())) for t in targets}
+    holder = psycopg.connect(cluster.dsn(DB))
+    app: list[threading.Thread] = []
+    try:
+        holder.execute("ALTER TABLE users ADD COLUMN bench_note text")
+        for i in range(3):
+            def login(i=i):
+                with contextlib.suppress(psycopg.Error), psycopg.connect(
+                        cluster.dsn(DB), autocommit=True, options="-c statement_timeout=300000") as c:
+                    c.execute(scenario_data.LOGIN_QUERY, (f"user{i + 1}@example.com",))
+            app.append(threading.Thread(target=login, daemon=True))
+            app[-1].start()
+        time.sleep(1.0)
+        print(f"\nunder a held lock (ALTER TABLE users in an open transaction, 3 sessions queued), {scrapes} scrapes "
+              f"each, {SCRAPE_TIMEOUT:g} s scrape timeout:")
+        print(f"{'exporter':<16}{'median s':>10}{'max s':>9}{'vs no lock':>12}{'series kept':>16}")
+        for t in targets:
+            t.times.clear()
+            kept = None
+            for _ in range(scrapes):
+                got = t.scrape(timeout=SCRAPE_TIMEOUT)
+                if got is None:   # lost scrape: every series is a gap in Prometheus
+                    kept = set()
+                    break
+                kept = _stable(got) if kept is None else kept & _stable(got)
+            med, base = statistics.median(t.times), baseline[t.label][1]
+            lost = Counter(name for name, _ in base - kept)
+            timed_out = ("  (timed out: scrape lost)" if t.times[-1] >= SCRAPE_TIMEOUT else
+                         "  lost: " + ", ".join(f"{n} x{c}" for n, c in lost.most_common(3)) if lost else "")
+            print(f"{t.label:<16}{med:>10.3f}{max(t.times):>9.3f}{med / baseline[t.label][0]:>11.1f}x"
+                  f"{len(kept & base):>9}/{len(base):<6}{timed_out}")
+    finally:
+        holder.rollback()
+        holder.close()
+        for th in app:
+            th.join(30)
+    print("series kept: series of the scrape without the lock still served under it (sessions, the lock queue and "
+          "timings excluded: they change with the lock; statements too: the top-N moves as scrapes run); ours serves "
+          "the locked table's last-known values, marked.")
 
 
 def main(argv: list[str] | None = None) -> int:

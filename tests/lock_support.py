@@ -68,6 +68,16 @@ class LockScene:
                 time.sleep(0.05)
         raise TimeoutError(f"fewer than {n} sessions waiting on a lock after {timeout} s")
 
+    def wait_for_sleep(self, pid: int, timeout: float = 15) -> None:
+        """Until session pid runs pg_sleep (it then holds the locks its statement took)."""
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.dsn, autocommit=True) as c:
+            while time.monotonic() < deadline:
+                if c.execute("SELECT wait_event FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() == ("PgSleep",):
+                    return
+                time.sleep(0.05)
+        raise TimeoutError(f"session {pid} not in pg_sleep after {timeout} s")
+
     def release(self) -> None:
         for conn in self._holders:
             if not conn.closed:

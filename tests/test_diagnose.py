@@ -172,10 +172,12 @@ def test_lock_wait_shows_the_blocking_chain(repo_root, pg_cluster, scratch_db):
     pg_cluster.psql("CREATE EXTENSION pg_stat_statements; CREATE TABLE accounts (id int)", scratch_db)
     holder = psycopg.connect(dsn)
     waiter_error: list[BaseException] = []
+    waiter_pid: list[int] = []
 
     def wait_for_lock():
         try:
             with psycopg.connect(dsn, autocommit=True) as w:
+                waiter_pid.append(w.info.backend_pid)
                 w.execute("SET statement_timeout = '30s'")
                 w.execute("SELECT * FROM accounts").fetchall()
         except BaseException as e:  # noqa: BLE001 - reported by the assertion below
@@ -197,14 +199,14 @@ def test_lock_wait_shows_the_blocking_chain(repo_root, pg_cluster, scratch_db):
             db, _prom, findings, _notes = diagnose(conn, "locks", spec=os.path.join(repo_root, "slo.yaml"))
         finally:
             conn.close()
-        locks = [f for f in findings if f.kind == "lock_wait"]
-        # pg_table_size() waits behind the ACCESS EXCLUSIVE lock: diagnose gives up on that step, says so, goes on
-        assert any("table sizes skipped: a table is locked exclusively" in n for n in db.notes)
-        assert len(locks) == 1 and locks[0].severity == "warning"
-        assert locks[0].data["blocking_pids"] == [holder_pid]
-        assert f"blocked by {holder_pid} (postgres" in locks[0].detail
+        locks = [f for f in findings if f.kind == "lock_blocker"]
+        # accounts is locked: its size is not read (no wait), and the root blocker is one finding, ranked first
+        assert [t.size_bytes for t in db.tables if t.relname == "accounts"] in ([], [None])
+        assert len(locks) == 1 and findings[0] is locks[0] and locks[0].severity == "critical"
+        assert locks[0].data["pid"] == holder_pid and locks[0].data["queued_pids"] == [waiter_pid[0]]
+        assert locks[0].data["state"] == "idle in transaction" and locks[0].data["ddl_in_chain"]
+        assert f"pid {holder_pid} (postgres" in locks[0].detail and "LOCK TABLE accounts" in locks[0].detail
         assert f"pg_terminate_backend({holder_pid})" in locks[0].action
-        # the holder has been in its transaction the whole time: a long transaction too (threshold from slo.yaml)
     finally:
         holder.rollback()
         holder.close()

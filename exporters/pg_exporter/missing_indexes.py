@@ -159,9 +159,7 @@ class MissingIndexesCollector:
                             "pg_monitor grants statistics, not SELECT on tables (EXPLAIN reads no rows, but needs "
                             f"it); run `{blind.merged_fix(ctx.caps.user, denied)}` as the tables' owner "
                             f"(see exporters/pg_exporter/README.md); counted in {names.MISSING_INDEX_BLIND_STATEMENTS}")
-        self._forget(now, opts.missing_index_recheck_seconds)
-        listed = {(db, s.queryid) for s in slow}
-        self._texts = {k: t for k, t in self._texts.items() if k in listed or k[0] != db}
+        self._forget(now, opts.missing_index_recheck_seconds, {(db, s.queryid) for s in slow})
         return unanswered
 
     def _evaluate(self, ctx: ScrapeContext, key: Key, text: str, now: float,
@@ -210,11 +208,13 @@ class MissingIndexesCollector:
         log.log(level, "missing-index check of queryid %s %s in %.0f s", key[1], what, delay)
         return reason, None
 
-    def _forget(self, now: float, recheck: float) -> None:
-        """Statements that left the slow list long ago leave the cache, so it stays bounded."""
+    def _forget(self, now: float, recheck: float, listed: set[Key]) -> None:
+        """Statements that left the slow list long ago leave the cache, so it stays bounded; listed ones stay however
+        old their advice is (a lock can keep it from being refreshed: it is then served as last-known)."""
         horizon = now - 2 * recheck
-        self._cache = {k: e for k, e in self._cache.items() if e.checked_at >= horizon}
-        self._backoff = {k: b for k, b in self._backoff.items() if b.retry_at >= horizon}
+        self._cache = {k: e for k, e in self._cache.items() if k in listed or e.checked_at >= horizon}
+        self._backoff = {k: b for k, b in self._backoff.items() if k in listed or b.retry_at >= horizon}
+        self._texts = {k: t for k, t in self._texts.items() if k in listed}
 
     # --- output ------------------------------------------------------------------------------------------------
 
@@ -244,8 +244,9 @@ class MissingIndexesCollector:
                 if sug.cost_after is not None:
                     after.add_metric(lv, sug.cost_after)
         blind_fam = GaugeMetricFamily(names.MISSING_INDEX_BLIND_STATEMENTS, "Slow statements the advisor has no "
-                                      "answer for, by reason (permission_denied: GRANT SELECT; table_locked: a lock, "
-                                      "not an index, is in the way).", labels=["datname", "reason"])
+                                      "answer for, by reason (permission_denied: the role may not read a table it "
+                                      "names; table_locked: a lock, not an index, is in the way).",
+                                      labels=["datname", "reason"])
         self._reasons_seen |= {(db, r) for r in blind_count} | {(db, blind.PERMISSION_DENIED)}
         for seen_db, reason in sorted(self._reasons_seen):
             if seen_db == db:

@@ -9,6 +9,7 @@ called in the window, or sample_seconds = 0, falls back to the mean since the st
 """
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,12 @@ _LOCKED = ("{step} skipped: a table is locked exclusively (waited {lock_timeout}
 
 class CannotDiagnose(Exception):
     """Diagnose could not run (exit 2); the message is the reason and the fix."""
+
+
+# A DDL statement still waiting for its lock has no pg_stat_statements entry yet (utility statements are recorded when
+# they finish): its text comes from pg_stat_activity, for DDL-locked sessions only and never for role statements.
+ACTIVITY_TEXT_SQL = "SELECT pid, query FROM pg_stat_activity WHERE pid = ANY(%(pids)s)"
+_SECRET_BEARING = re.compile(r"\b(PASSWORD|ROLE|USER|SERVER|MAPPING|SUBSCRIPTION)\b", re.I)
 
 
 def is_ddl_text(text: str | None) -> bool:
@@ -181,6 +188,7 @@ def collect(conn: psycopg.Connection, target: str, th: Thresholds, migrations_ta
     ev.root_blockers = lockqueue.root_blockers(sessions)
     ids = [s.query_id for r in ev.root_blockers for s in (r.session, *r.queued) if s.query_id is not None]
     ev.lock_texts = q.statement_texts(conn, sorted(set(ids)))
+    ev.lock_texts.update(_waiting_ddl_texts(conn, ev))
     ev.transactions = [t for t in q.oldest_transactions(conn) if t.datname == caps.database]
 
     progress("migrations")
@@ -188,6 +196,17 @@ def collect(conn: psycopg.Connection, target: str, th: Thresholds, migrations_ta
     if note:
         ev.notes.append(note)
     return ev
+
+
+def _waiting_ddl_texts(conn: psycopg.Connection, ev: DatabaseEvidence) -> dict[int, str]:
+    """query_id -> text of DDL sessions in a lock queue that pg_stat_statements does not know yet."""
+    ddl = {x.pid: x.query_id for r in ev.root_blockers for x in (r.session, *r.queued)
+           if x.query_id is not None and x.query_id not in ev.lock_texts
+           and (lockqueue.is_ddl_lock(x.wants) or any(lockqueue.is_ddl_lock(h) for h in x.holds))}
+    if not ddl:
+        return {}
+    return {ddl[pid]: text for pid, text in conn.execute(ACTIVITY_TEXT_SQL, {"pids": list(ddl)})
+            if is_ddl_text(text) and not _SECRET_BEARING.search(text)}
 
 
 def _migration(conn: psycopg.Connection, table: str, role: str) -> tuple[q.Migration | None, str | None]:

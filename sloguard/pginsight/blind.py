@@ -28,8 +28,9 @@ LOCK_TIMEOUT = "lock_timeout"             # planning waited lock_timeout for a l
 TIME_BUDGET = "time_budget"               # the per-scrape advisor time budget ran out before or while planning it
 NO_TEXT = "no_text"                       # pg_stat_statements holds no text for it
 PLANNING_ERROR = "planning_error"         # PostgreSQL refused to plan the text (other errors)
-# reasons an operator fixes with a statement (the collector reports failure until then); the others are transient
-CONFIGURATION_REASONS = frozenset({PERMISSION_DENIED})
+# Advisor reasons that mean "nothing an index would change" (an INSERT, a monitoring query): an answer, not blindness.
+# The advisor names them in its UnsupportedStatement.reason (sqltext.NOT_A_QUERY, NO_USER_TABLE on the advisor branch).
+NOTHING_TO_PLAN = frozenset({"not_a_query", "no_user_table"})
 
 # One row per named relation: schema-qualified names match that schema, others the session's search_path (first
 # hit), as the planner would. No to_regclass(): it raises on a schema without USAGE instead of saying so.
@@ -148,7 +149,7 @@ def reason_of(exc: BaseException) -> str | None:
     """The blind reason for an advisor error; None when the statement simply has nothing to plan (not blind)."""
     reason = getattr(exc, "reason", None)
     if isinstance(reason, str) and reason:
-        return reason
+        return None if reason in NOTHING_TO_PLAN else reason
     if isinstance(exc, UnsupportedStatement):
         return None   # an INSERT, a catalogue query...: nothing to index, as today
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
