@@ -181,7 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     server.shutdown()      # at most its 0.1 s poll interval
     exporter.close(0.3)    # a query still running is cancelled, not waited for
     log.debug("stopped")
-    return 0
+    # Everything is closed and flushed: skip the interpreter's teardown, which frees every object one by one and
+    # took 0.7-2.7 s on a loaded 2-core machine (0.05-0.13 s without it), against "stops within a second".
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
