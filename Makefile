@@ -35,7 +35,7 @@ test: $(STAMP) check-generated lint  ## everything CI runs
 bench: $(STAMP)  ## generator scaling: 10, 100, 1000 SLOs
 	$(PY) -m bench.generate_bench
 
-bench-exporter: $(STAMP)  ## our exporter vs Debian's prometheus-postgres-exporter
+bench-exporter: $(STAMP)  ## our exporter vs Debian's prometheus-postgres-exporter, also under a held lock
 	$(PY) -m bench.exporter_bench $(ARGS)
 
 bench-diagnose: $(STAMP)  ## diagnose on the scenario's 2.5M users

@@ -86,6 +86,13 @@ class RunningExporter:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
 
+    def finish(self) -> str:
+        """Stop, remove the log file and return what it said."""
+        self.stop()
+        text = self.log()
+        self.cleanup()
+        return text
+
     def cleanup(self) -> None:
         self.stop()
         self.session.close()

@@ -89,9 +89,7 @@ def test_scrape_under_a_held_lock_is_fast_complete_and_names_the_blocker(shop):
         text = exp.scrape_text()
     finally:
         scene.close()
-        exp.stop()
-    log = exp.log()
-    exp.cleanup()
+        log = exp.finish()
     # the issue's bound: every scrape under the lock answers in under a second (before: 5 s, 10 s with a cold cache)
     assert max(timings) < 1.0, timings
     for collector in names.COLLECTORS:
@@ -171,3 +169,35 @@ def test_locked_statements_are_not_replanned_every_scrape(shop):
     assert {s.labels["queryid"] for s in released if s.name == names.MISSING_INDEX} >= {
         str(qids["ledger"]), str(qids["view"]), str(qids["shipments"])}
     assert not any(s.value for s in released if s.name == names.MISSING_INDEX_BLIND_STATEMENTS)
+
+
+def test_advisor_time_budget_spreads_a_cold_cache_over_scrapes(shop):
+    """A budget too small for more than one evaluation: one statement per scrape, the rest counted as waiting for the
+    budget (not silently absent), until every slow statement has its advice."""
+    from exporters.pg_exporter.base import ExporterOptions
+    from exporters.pg_exporter.connection import Database
+    from exporters.pg_exporter.exposition import render
+    from exporters.pg_exporter.health import build_registry
+    from exporters.pg_exporter.missing_indexes import MissingIndexesCollector
+    from tests.exporter_support import parse
+
+    _cluster, dsn, qids = shop
+    advisor_collector = MissingIndexesCollector()
+    db = Database(dsn)
+    opts = ExporterOptions(missing_index_min_mean_ms=0, missing_index_min_calls=25, missing_index_budget_seconds=0.001)
+    registry, exporter = build_registry(db, opts)
+    exporter.collectors = [c if c.name != "missing_indexes" else advisor_collector for c in exporter.collectors]
+    per_scrape, waiting, suspects = [], [], set()
+    try:
+        for _ in range(4):
+            before = advisor_collector.evaluations
+            samples = parse(render(registry).decode())
+            per_scrape.append(advisor_collector.evaluations - before)
+            waiting.append(sum(s.value for s in samples if s.name == names.MISSING_INDEX_BLIND_STATEMENTS
+                               and s.labels["reason"] == "time_budget"))
+            suspects = {s.labels["queryid"] for s in samples if s.name == names.MISSING_INDEX}
+    finally:
+        db.close()
+    assert per_scrape == [1, 1, 1, 0], per_scrape
+    assert waiting == [2, 1, 0, 0], waiting
+    assert suspects == {str(q) for q in qids.values()}

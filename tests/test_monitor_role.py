@@ -64,10 +64,10 @@ def test_exporter_is_visibly_blind_then_uses_the_grant_on_the_next_scrape(monito
         again = exp.scrape()
         monitored.psql(GRANT, DB)
         granted = exp.scrape()
-    finally:
-        exp.stop()
-    log = exp.log()
-    exp.cleanup()
+    except BaseException:
+        exp.cleanup()
+        raise
+    log = exp.finish()
     assert one(blind, names.PG_UP) == 1
     assert _blind(blind).get("permission_denied") == 2, _blind(blind)
     assert one(blind, names.COLLECTOR_SUCCESS, collector="missing_indexes") == 0

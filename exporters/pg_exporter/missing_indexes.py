@@ -142,7 +142,9 @@ class MissingIndexesCollector:
                         and not waiting.locked & locked_now):
                     unanswered[s.queryid] = waiting.reason
                     continue
-                if stop is None and (evaluated >= opts.missing_index_per_scrape or time.perf_counter() >= deadline):
+                # at least one evaluation per scrape, whatever the budget: the advice must make progress
+                if stop is None and (evaluated >= opts.missing_index_per_scrape
+                                     or (evaluated and time.perf_counter() >= deadline)):
                     stop = blind.TIME_BUDGET
                 if stop is not None:
                     unanswered[s.queryid] = stop

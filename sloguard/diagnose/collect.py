@@ -40,7 +40,7 @@ DDL_WORDS = ("ALTER", "CREATE", "DROP", "TRUNCATE", "REINDEX", "CLUSTER", "VACUU
 
 
 _LOCKED = ("{step} skipped: a table is locked exclusively (waited {lock_timeout} s); see Lock waits and "
-           "Blocking sessions").replace("{lock_timeout}", str(LOCK_TIMEOUT_MS / 1000))
+           "Root blockers").replace("{lock_timeout}", str(LOCK_TIMEOUT_MS / 1000))
 
 
 class CannotDiagnose(Exception):

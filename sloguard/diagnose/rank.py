@@ -88,6 +88,8 @@ def statement_findings(db: DatabaseEvidence, th: Thresholds) -> list[Finding]:
 
 def table_findings(db: DatabaseEvidence, th: Thresholds) -> list[Finding]:
     out = []
+    locked = {r.lock.relation for r in db.root_blockers if r.lock and r.lock.relation} | {
+        t for b in db.blind_statements.values() if b.reason == blind.TABLE_LOCKED for t in b.table_names}
     for t in db.tables:
         scans = t.seq_scan + t.idx_scan
         # at least one full table's worth of rows read sequentially: a scan that found the table empty is no sign
@@ -98,7 +100,9 @@ def table_findings(db: DatabaseEvidence, th: Thresholds) -> list[Finding]:
             "seq_scan", "warning", f"large table {t.schemaname}.{t.relname} read by sequential scans",
             f"{t.live_rows:,} live rows, {t.seq_scan:,} seq scans read {t.seq_tup_read:,} rows, "
             f"{t.idx_scan:,} index scans ({t.idx_scan / max(scans, 1):.0%} of scans)",
-            "see the candidate index for the statements filtering this table", float(t.seq_tup_read),
+            ("locked now (see the lock finding): its statements were not planned, re-run diagnose once the lock "
+             "is gone" if f"{t.schemaname}.{t.relname}" in locked else
+             "see the candidate index for the statements filtering this table"), float(t.seq_tup_read),
             {"table": f"{t.schemaname}.{t.relname}"}))
     return out
 
