@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -103,10 +104,13 @@ def test_connections_are_reused_capped_and_series_bounded_per_database(advised):
         for _ in range(3):
             samples = exp.scrape()
             seen.append(sessions())
+        with ThreadPoolExecutor(4) as pool:   # concurrent scrapes wait for a database's connection, open none
+            assert all(pool.map(lambda _: exp.scrape_text(), range(4)))
+        seen.append(sessions())
     finally:
         exp.cleanup()
     # one connection per database (the DSN's + 3), opened once and reused by every later scrape
-    assert len(seen[0]) == 4 and seen[0] == seen[1] == seen[2], seen
+    assert len(seen[0]) == 4 and seen[0] == seen[1] == seen[2] == seen[3], seen
     for datname, *_ in ADVISED:   # --tables.top-n is per database
         assert len(values(samples, names.TABLE_SEQ_SCAN, datname=datname)) == 2
 
