@@ -287,3 +287,38 @@ def test_hash_password_and_check_commands_make_a_config_the_exporter_accepts(tmp
     assert checked.returncode == 0 and "http, 1 basic auth user" in checked.stdout, checked.stderr
     bad = web_config(tmp_path, "basic_auth_users:\n  prometheus: nope\n")
     assert webconfig_cli("check", bad).returncode == 2
+
+
+def test_web_config_changes_apply_without_restart_and_a_broken_edit_keeps_the_last_good_one(cluster, tmp_path):
+    """As the toolkit re-reads the file per connection: rotate the scrape password with no restart."""
+    new_password = "r0tated-Pw-8812-heron"
+    cfg = web_config(tmp_path, f"basic_auth_users:\n  prometheus: '{bcrypt_hash(SCRAPE_PASSWORD)}'\n")
+    exp = RunningExporter(["--dsn", cluster.dsn(DB), "--web.config.file", cfg],
+                          auth=("prometheus", SCRAPE_PASSWORD))
+
+    def status(password: str) -> int:
+        with requests.Session() as s:   # a new connection: the config is looked at when one arrives
+            return s.get(exp.url, auth=("prometheus", password), timeout=30).status_code
+
+    def eventually(password: str, code: int) -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if status(password) == code:
+                return True
+            time.sleep(0.3)
+        return False
+
+    try:
+        assert status(SCRAPE_PASSWORD) == 200 and status(new_password) == 401
+        web_config(tmp_path, f"basic_auth_users:\n  prometheus: '{bcrypt_hash(new_password)}'\n")
+        assert eventually(new_password, 200)
+        assert status(SCRAPE_PASSWORD) == 401
+        web_config(tmp_path, "basic_auth_users:\n  prometheus: not-a-hash\n")   # a bad edit
+        time.sleep(1.5)
+        assert status(new_password) == 200   # still the last good configuration
+    finally:
+        exp.stop()
+    log = exp.log()
+    exp.cleanup()
+    assert "reloaded" in log and f"web config {cfg}: basic_auth_users.prometheus" in log, log
+    assert new_password not in log and SCRAPE_PASSWORD not in log

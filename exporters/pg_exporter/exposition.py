@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from .webconfig import BasicAuth, WebConfig
+from .webconfig import LiveWebConfig, WebConfig
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 log = logging.getLogger(__name__)
@@ -74,12 +74,12 @@ class _Handler(BaseHTTPRequestHandler):
     registry: CollectorRegistry
     telemetry_path: str
     landing: bytes
-    auth: BasicAuth | None
-    headers_out: dict[str, str]
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):  # noqa: N802 - http.server's naming
-        if self.auth is not None and not self.auth.check(self.headers.get("Authorization")):
+        cfg, auth = self.server.web.current()
+        self.headers_out = cfg.headers if cfg else {}
+        if auth is not None and not auth.check(self.headers.get("Authorization")):
             # every path, landing page included, as the toolkit does; the credentials are never logged
             self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8",
                        extra={"WWW-Authenticate": 'Basic realm="sloguard-pg-exporter"'})
@@ -116,14 +116,15 @@ class _Server(ThreadingHTTPServer):
     finishes its handshake cannot stall the others; a plain-HTTP client on an HTTPS port just gets disconnected."""
     daemon_threads = True
     allow_reuse_address = True
-    ssl_context: ssl.SSLContext | None = None
+    web: LiveWebConfig
     handshake_timeout = 10.0
 
     def finish_request(self, request, client_address):
-        if self.ssl_context is not None:
+        cfg, _ = self.web.current()
+        if cfg is not None and cfg.ssl_context is not None:
             request.settimeout(self.handshake_timeout)
             try:
-                request = self.ssl_context.wrap_socket(request, server_side=True)
+                request = cfg.ssl_context.wrap_socket(request, server_side=True)
             except (ssl.SSLError, OSError) as e:
                 log.debug("TLS handshake with %s failed: %s", client_address[0], e)
                 return
@@ -144,13 +145,11 @@ class MetricsServer:
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry, *, telemetry_path: str = "/metrics",
                  web_config: WebConfig | None = None, version: str = ""):
-        users = web_config.users if web_config else {}
         handler = type("Handler", (_Handler,), {
-            "registry": registry, "telemetry_path": telemetry_path, "landing": landing_page(telemetry_path, version),
-            "auth": BasicAuth(users) if users else None, "headers_out": web_config.headers if web_config else {}})
+            "registry": registry, "telemetry_path": telemetry_path, "landing": landing_page(telemetry_path, version)})
         self.httpd = _Server((host, port), handler)
-        self.httpd.ssl_context = web_config.ssl_context if web_config else None
-        self.scheme = "https" if self.httpd.ssl_context else "http"
+        self.httpd.web = LiveWebConfig(web_config)
+        self.scheme = web_config.scheme if web_config else "http"
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="metrics-http", daemon=True)
         self._thread.start()

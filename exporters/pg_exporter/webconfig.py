@@ -26,10 +26,12 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import os
 import ssl
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 
 import bcrypt
@@ -51,6 +53,7 @@ TOOLKIT_ONLY_TLS_KEYS = {"cert", "key", "client_ca", "cipher_suites", "curve_pre
 HTTP_KEYS = {"headers", "http2"}
 TOP_KEYS = {"tls_server_config", "http_server_config", "basic_auth_users"}
 BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$")
+log = logging.getLogger(__name__)
 
 
 class ConfigError(Exception):
@@ -63,6 +66,7 @@ class WebConfig:
     ssl_context: ssl.SSLContext | None = None
     users: dict[str, bytes] = field(default_factory=dict)   # user -> bcrypt hash
     headers: dict[str, str] = field(default_factory=dict)
+    files: tuple[str, ...] = ()   # the config and the certificate files it names: a change to any reloads it
 
     @property
     def scheme(self) -> str:
@@ -109,6 +113,8 @@ def load(path: str) -> WebConfig:
     tls = _mapping(path, "tls_server_config", doc.get("tls_server_config"))
     if tls:
         cfg.ssl_context = _ssl_context(path, base, tls)
+    cfg.files = (path, *(f for key in ("cert_file", "key_file", "client_ca_file")
+                         if isinstance(tls.get(key), str) and (f := _file(path, base, tls, key))))
     http = _mapping(path, "http_server_config", doc.get("http_server_config"))
     _unknown(path, "http_server_config", http, HTTP_KEYS)
     for name, value in _mapping(path, "http_server_config.headers", http.get("headers")).items():
@@ -228,6 +234,54 @@ class BasicAuth:
                     self._ok.pop(next(iter(self._ok)))
                 self._ok[key] = None
         return ok
+
+
+def _stamp(files: tuple[str, ...]) -> tuple:
+    out = []
+    for f in files:
+        try:
+            st = os.stat(f)
+            out.append((f, st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((f, None, None))
+    return tuple(out)
+
+
+class LiveWebConfig:
+    """The web config as the toolkit serves it: re-read when the file or a certificate it names changes (looked at
+    most once a second, when a connection arrives), so users and certificates rotate without a restart. A change
+    that does not load keeps the previous configuration, and the error is logged once."""
+
+    def __init__(self, cfg: WebConfig | None, check_interval: float = 1.0):
+        self._cfg = cfg
+        self._auth = BasicAuth(cfg.users) if cfg and cfg.users else None
+        self._stamp = _stamp(cfg.files) if cfg else ()
+        self._interval = check_interval
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+        self._last_error = ""
+
+    def current(self) -> tuple[WebConfig | None, BasicAuth | None]:
+        if self._cfg is not None and time.monotonic() - self._checked >= self._interval:
+            with self._lock:
+                if time.monotonic() - self._checked >= self._interval:
+                    self._checked = time.monotonic()
+                    stamp = _stamp(self._cfg.files)
+                    if stamp != self._stamp:
+                        self._reload(stamp)
+        return self._cfg, self._auth
+
+    def _reload(self, stamp: tuple) -> None:
+        try:
+            cfg = load(self._cfg.path)
+        except ConfigError as e:
+            if str(e) != self._last_error:
+                self._last_error = str(e)
+                log.error("%s; still serving with the previous web config", e)
+            return
+        self._cfg, self._auth, self._stamp, self._last_error = (
+            cfg, BasicAuth(cfg.users) if cfg.users else None, _stamp(cfg.files), "")
+        log.info("web config %s reloaded (%s, %d basic auth user(s))", cfg.path, cfg.scheme, len(cfg.users))
 
 
 def hash_password(password: str, rounds: int = 12) -> str:
