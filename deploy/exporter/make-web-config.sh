@@ -11,6 +11,10 @@ repo="$(cd "$(dirname "$0")/../.." && pwd)"
 dir="${1:-$repo/deploy/exporter/secrets}"
 python="${PYTHON:-$repo/.venv/bin/python}"
 [ -x "$python" ] || python=python3
+if ! "$python" -c "import bcrypt, yaml" 2>/dev/null; then
+  echo "make-web-config: $python lacks the bcrypt package: run \`make venv\` first (or set PYTHON=...)" >&2
+  exit 2
+fi
 mkdir -p "$dir"
 umask 077
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 365 \
