@@ -9,9 +9,9 @@ PREFIX = "sloguard_pg"
 
 # health
 PG_UP = f"{PREFIX}_up"                                          # gauge 1/0: database reachable on last scrape
-COLLECTOR_SUCCESS = f"{PREFIX}_collector_success"              # gauge {collector}
-COLLECTOR_DURATION = f"{PREFIX}_collector_duration_seconds"    # gauge {collector}
-SCRAPE_ERRORS = f"{PREFIX}_scrape_errors_total"                # counter {collector}
+COLLECTOR_SUCCESS = f"{PREFIX}_collector_success"              # gauge {collector[, datname: per-database ones]}
+COLLECTOR_DURATION = f"{PREFIX}_collector_duration_seconds"    # gauge {collector[, datname]}
+SCRAPE_ERRORS = f"{PREFIX}_scrape_errors_total"                # counter {collector[, datname]}
 EXPORTER_INFO = f"{PREFIX}_exporter_info"                      # gauge 1 {version, server_version}
 DATABASE_UP = f"{PREFIX}_database_up"                          # gauge 1/0 {datname}: per-database collectors ran
 DATABASE_SKIPPED = f"{PREFIX}_database_skipped"                # gauge 1 {datname, reason}: not scraped, and why
@@ -60,7 +60,7 @@ LOCK_BLOCKER_WAITING_SESSIONS = f"{PREFIX}_lock_blocker_waiting_sessions"   # se
 LOCK_BLOCKER_AGE_SECONDS = f"{PREFIX}_lock_blocker_age_seconds"             # its transaction's age
 LOCK_BLOCKER_LONGEST_WAIT_SECONDS = f"{PREFIX}_lock_blocker_longest_wait_seconds"   # the longest wait behind it
 
-# migrations table (configurable); labels {version}
+# migrations table (configurable); labels {version, datname}
 MIGRATION_LAST_APPLIED = f"{PREFIX}_migration_last_applied_timestamp_seconds"
 
 EXPORTER_METRICS = (
