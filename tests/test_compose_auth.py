@@ -6,6 +6,7 @@ import copy
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -35,7 +36,7 @@ def secrets(repo_root, tmp_path_factory):
     """What an operator runs once, into a test directory."""
     out = tmp_path_factory.mktemp("exporter-secrets")
     proc = subprocess.run(["bash", os.path.join(repo_root, "deploy/exporter/make-web-config.sh"), str(out)],
-                          capture_output=True, text=True, timeout=120)
+                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return out
 
