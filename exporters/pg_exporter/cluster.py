@@ -32,7 +32,7 @@ from sloguard import names
 from sloguard.pginsight import queries
 
 from .base import ExporterOptions, ScrapeContext, SubCollector
-from .connection import Database, DatabaseUnavailable, one_line
+from .connection import Database, DatabaseUnavailable
 from .health import ExporterCollector, default_collectors
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,8 @@ class ClusterCollector:
             except psycopg.Error as e:   # keep the last list; the collectors' own errors say more
                 if not self._discovery_failed_logged:
                     self._discovery_failed_logged = True
-                    log.warning("cannot list databases (%s); scraping the last known list", one_line(e))
+                    log.warning("cannot list databases (%s); scraping the last known list",
+                                e.diag.message_primary or type(e).__name__)
         if "missing_indexes" in self.enabled and "statements" not in self.enabled:
             # the advisor needs the cluster-wide top statements: read them once here, not once per database
             try:
