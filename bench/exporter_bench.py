@@ -4,7 +4,7 @@ The database holds 5,000 distinct statements over 2,000 tables plus the scenario
 is the slowest statement, so the missing-index advisor has work). Exporters are scraped in the same run,
 round-robin, N times each. Each exporter logs in as its own role, so pg_stat_statements counts the queries it sends.
 
-Configurations:
+Case `single` (one database). Configurations:
   ours/no-hypopg  statements top-100 + all 2,000 tables + connections/locks/migrations, advisor without HypoPG
   ours/hypopg     same with HypoPG verification (advice cached per queryid: the steady state)
   ours/replan     HypoPG with --missing-index.recheck-seconds 0.001: every scrape re-plans (worst case)
@@ -15,6 +15,12 @@ Configurations:
 Then the same exporters under a held lock: an ALTER TABLE on the users table in an open transaction with 3
 application sessions queued behind it (the incident class). Each is scraped again with Prometheus' default 10 s
 scrape timeout; the line compares each with its own scrape without the lock, and the series it still serves.
+
+Case `databases` (--databases N, default 10): N databases on one cluster, each with its own schema (a 30k-row table
+with a slow lookup, 50 small tables, a migrations table), one exporter per cluster:
+  ours            --auto-discover-databases (tables, migrations, HypoPG-verified advice per database)
+  theirs          postgres_exporter 0.11 --auto-discover-databases with the same queries.yaml (its per-database
+                  pg_stat_user_tables query runs in every database, pg_stat_statements once)
 """
 from __future__ import annotations
 
@@ -122,6 +128,7 @@ class Target:
         self.label, self.role, self.port = label, role, port
         self.url = f"http://127.0.0.1:{port}/metrics"
         self.times: list[float] = []
+        self.per_database: dict[str, int] = {}
         self.series = 0
         self.first = float("nan")
         self.suspects: list[str] = []
@@ -156,6 +163,11 @@ class Target:
         r.raise_for_status()
         samples = [smp for f in text_string_to_metric_families(r.text) for smp in f.samples]
         self.series = len(samples)
+        self.per_database: dict[str, int] = {}
+        for smp in samples:
+            d = smp.labels.get("datname")
+            if d:
+                self.per_database[d] = self.per_database.get(d, 0) + 1
         self.suspects = sorted({f"{smp.labels['relname']}({smp.labels['columns']})" for smp in samples
                                 if smp.name == names.MISSING_INDEX})
         return {(smp.name, tuple(sorted(smp.labels.items()))) for smp in samples}
@@ -178,18 +190,15 @@ class Target:
         self._log.close()
 
 
-def queries_sent(cluster: TempCluster) -> dict[str, int]:
-    with psycopg.connect(cluster.dsn(DB), autocommit=True) as conn:
+def queries_sent(cluster: TempCluster, dbname: str = DB) -> dict[str, int]:
+    with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
         rows = conn.execute("SELECT r.rolname, sum(s.calls)::bigint FROM pg_stat_statements s "
                             "JOIN pg_roles r ON r.oid = s.userid WHERE s.toplevel AND r.rolname LIKE 'bench_%%' "
                             "GROUP BY 1").fetchall()
     return dict(rows)
 
 
-def run(scrapes: int, tables: int, statements: int, users: int) -> int:
-    if not os.path.exists(THEIRS_BIN):
-        print(f"{THEIRS_BIN} missing: run scripts/setup-system.sh", file=sys.stderr)
-        return 2
+def run_single(scrapes: int, tables: int, statements: int, users: int) -> int:
     settings = {"pg_stat_statements.max": str(max(20_000, statements * 3)), "max_locks_per_transaction": "256"}
     workdir = tempfile.mkdtemp(prefix="sloguard-bench-")
     targets: list[Target] = []
@@ -223,17 +232,83 @@ def run(scrapes: int, tables: int, statements: int, users: int) -> int:
                  f"--extend.query-path={queries_path}", "--log.level=warn"],
                 {"DATA_SOURCE_NAME": f"postgresql://bench_theirs:{PASSWORD}@127.0.0.1:{cluster.port}/{DB}"
                                      "?sslmode=disable"}, port))
-            for t in targets:
-                t.wait_ready()
-                t.scrape()   # warm-up, not counted
-                t.times.clear()
-            before = queries_sent(cluster)
-            for _ in range(scrapes):
-                for t in targets:
-                    t.scrape()
-            after = queries_sent(cluster)
-            report(targets, before, after, scrapes)
+            measure(cluster, targets, scrapes, DB)
             under_lock(cluster, targets, min(scrapes, 5))
+        finally:
+            for t in targets:
+                t.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def measure(cluster: TempCluster, targets: list[Target], scrapes: int, dbname: str) -> None:
+    for t in targets:
+        t.wait_ready()
+        t.scrape()   # warm-up, not counted
+        t.times.clear()
+    before = queries_sent(cluster, dbname)
+    for _ in range(scrapes):
+        for t in targets:
+            t.scrape()
+    after = queries_sent(cluster, dbname)
+    report(targets, before, after, scrapes)
+
+
+SHOP_TABLE_SQL = """
+CREATE EXTENSION pg_stat_statements; CREATE EXTENSION hypopg;
+CREATE TABLE parcels (id bigint PRIMARY KEY, route_code text NOT NULL, weight_g int NOT NULL);
+INSERT INTO parcels SELECT g, 'r' || g, g % 5000 FROM generate_series(1, {rows}) g;
+CREATE TABLE schema_migrations (version text, applied_at timestamptz);
+INSERT INTO schema_migrations VALUES ('20250101000000', '2025-01-01T00:00Z');
+"""
+
+
+def populate_databases(cluster: TempCluster, databases: int, tables: int, rows: int) -> list[str]:
+    """`databases` databases, each a 30k-row table with a slow lookup (the advisor's work) and `tables` small ones."""
+    cluster.psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    names_ = [f"shop_{i:02d}" for i in range(databases)]
+    for dbname in names_:
+        cluster.psql(f"CREATE DATABASE {dbname}")
+        cluster.psql(SHOP_TABLE_SQL.replace("{rows}", str(rows))
+                     + POPULATE_SQL.replace("{tables_minus_1}", str(tables - 1)) + "ANALYZE;", dbname)
+        with psycopg.connect(cluster.dsn(dbname), autocommit=True) as conn:
+            for i in range(30):
+                conn.execute("SELECT id, weight_g FROM parcels WHERE route_code = %s", (f"r{i * 7 + 1}",))
+    for role in ("bench_ours_multi", "bench_theirs"):
+        cluster.psql(f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{PASSWORD}'")
+    return names_
+
+
+def run_databases(scrapes: int, databases: int, tables: int, rows: int) -> int:
+    workdir = tempfile.mkdtemp(prefix="sloguard-bench-")
+    targets: list[Target] = []
+    with TempCluster() as cluster:
+        t0 = time.monotonic()
+        populate_databases(cluster, databases, tables, rows)
+        print(f"\n== {databases} databases (plus postgres), each {rows} rows + {tables} tables; populated in "
+              f"{time.monotonic() - t0:.1f}s; {scrapes} scrapes per exporter, round-robin", flush=True)
+        queries_path = os.path.join(workdir, "queries.yaml")
+        with open(queries_path, "w") as f:
+            f.write(THEIRS_QUERIES)
+        try:
+            port = free_port()
+            targets.append(Target(
+                "ours/auto", "bench_ours_multi",
+                [sys.executable, "-m", "exporters.pg_exporter", "--auto-discover-databases",
+                 "--missing-index.min-mean-ms", "1", "--missing-index.min-calls", "5", "--query-timeout", "30",
+                 "--dsn", cluster.dsn("postgres", user="bench_ours_multi", password=PASSWORD),
+                 "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warn"], {"PYTHONPATH": ROOT}, port))
+            port = free_port()
+            targets.append(Target(
+                "theirs", "bench_theirs",
+                [THEIRS_BIN, f"--web.listen-address=127.0.0.1:{port}", "--disable-settings-metrics",
+                 "--auto-discover-databases", f"--extend.query-path={queries_path}", "--log.level=warn"],
+                {"DATA_SOURCE_NAME": f"postgresql://bench_theirs:{PASSWORD}@127.0.0.1:{cluster.port}/postgres"
+                                     "?sslmode=disable"}, port))
+            measure(cluster, targets, scrapes, "postgres")
+            for t in targets:
+                print(f"{t.label}: series per database: "
+                      + ", ".join(f"{d}={n}" for d, n in sorted(t.per_database.items()) if d.startswith("shop_")))
         finally:
             for t in targets:
                 t.stop()
@@ -313,15 +388,29 @@ def under_lock(cluster: TempCluster, targets: list[Target], scrapes: int) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--case", choices=["single", "databases", "all"], default="all")
     p.add_argument("--scrapes", type=int, default=15)
     p.add_argument("--tables", type=int, default=2000)
     p.add_argument("--statements", type=int, default=5000)
     p.add_argument("--users", type=int, default=200_000)
+    p.add_argument("--databases", type=int, default=10, help="case databases: how many")
+    p.add_argument("--database-tables", type=int, default=50, help="case databases: small tables per database")
+    p.add_argument("--database-rows", type=int, default=30_000, help="case databases: rows of the slow table")
     args = p.parse_args(argv)
-    if not (1 <= args.scrapes <= 500 and 1 <= args.tables <= 10_000 and 1 <= args.statements <= 3 * args.tables):
-        print("bench: need 1 <= scrapes <= 500, 1 <= tables <= 10000, statements <= 3 x tables", file=sys.stderr)
+    if not (1 <= args.scrapes <= 500 and 1 <= args.tables <= 10_000 and 1 <= args.statements <= 3 * args.tables
+            and 1 <= args.databases <= 100 and 1 <= args.database_tables <= 1000):
+        print("bench: need 1 <= scrapes <= 500, 1 <= tables <= 10000, statements <= 3 x tables, "
+              "1 <= databases <= 100, 1 <= database-tables <= 1000", file=sys.stderr)
         return 2
-    return run(args.scrapes, args.tables, args.statements, args.users)
+    if not os.path.exists(THEIRS_BIN):
+        print(f"{THEIRS_BIN} missing: run scripts/setup-system.sh", file=sys.stderr)
+        return 2
+    code = 0
+    if args.case in ("single", "all"):
+        code = run_single(args.scrapes, args.tables, args.statements, args.users)
+    if args.case in ("databases", "all") and code == 0:
+        code = run_databases(args.scrapes, args.databases, args.database_tables, args.database_rows)
+    return code
 
 
 if __name__ == "__main__":

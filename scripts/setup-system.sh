@@ -13,6 +13,7 @@ PACKAGES=(
   prometheus               # promtool + prometheus for rule tests and end-to-end tests
   prometheus-alertmanager  # amtool + alertmanager for the simulation
   prometheus-postgres-exporter  # the peer our exporter is benchmarked against
+  openssl                  # self-signed certificates: exporter TLS tests, deploy/exporter/make-web-config.sh
   docker-compose           # validates docker-compose.yml (no engine needed for `config`)
   make
 )

@@ -9,10 +9,12 @@ PREFIX = "sloguard_pg"
 
 # health
 PG_UP = f"{PREFIX}_up"                                          # gauge 1/0: database reachable on last scrape
-COLLECTOR_SUCCESS = f"{PREFIX}_collector_success"              # gauge {collector}
-COLLECTOR_DURATION = f"{PREFIX}_collector_duration_seconds"    # gauge {collector}
-SCRAPE_ERRORS = f"{PREFIX}_scrape_errors_total"                # counter {collector}
+COLLECTOR_SUCCESS = f"{PREFIX}_collector_success"              # gauge {collector[, datname: per-database ones]}
+COLLECTOR_DURATION = f"{PREFIX}_collector_duration_seconds"    # gauge {collector[, datname]}
+SCRAPE_ERRORS = f"{PREFIX}_scrape_errors_total"                # counter {collector[, datname]}
 EXPORTER_INFO = f"{PREFIX}_exporter_info"                      # gauge 1 {version, server_version}
+DATABASE_UP = f"{PREFIX}_database_up"                          # gauge 1/0 {datname}: per-database collectors ran
+DATABASE_SKIPPED = f"{PREFIX}_database_skipped"                # gauge 1 {datname, reason}: not scraped, and why
 # gauge {collector, object}: age of values served from the last successful read because this scrape could not read
 # them (a lock); object is schema.table (tables), the table (migrations), the queryid (missing_indexes), or "" when
 # the collector's whole output is last-known. Absent: everything is fresh.
@@ -61,11 +63,12 @@ LOCK_BLOCKER_WAITING_SESSIONS = f"{PREFIX}_lock_blocker_waiting_sessions"   # se
 LOCK_BLOCKER_AGE_SECONDS = f"{PREFIX}_lock_blocker_age_seconds"             # its transaction's age
 LOCK_BLOCKER_LONGEST_WAIT_SECONDS = f"{PREFIX}_lock_blocker_longest_wait_seconds"   # the longest wait behind it
 
-# migrations table (configurable); labels {version}
+# migrations table (configurable); labels {version, datname}
 MIGRATION_LAST_APPLIED = f"{PREFIX}_migration_last_applied_timestamp_seconds"
 
 EXPORTER_METRICS = (
-    PG_UP, COLLECTOR_SUCCESS, COLLECTOR_DURATION, SCRAPE_ERRORS, EXPORTER_INFO, LAST_KNOWN_AGE_SECONDS,
+    PG_UP, COLLECTOR_SUCCESS, COLLECTOR_DURATION, SCRAPE_ERRORS, EXPORTER_INFO, DATABASE_UP, DATABASE_SKIPPED,
+    LAST_KNOWN_AGE_SECONDS,
     STATEMENT_CALLS, STATEMENT_EXEC_SECONDS, STATEMENT_ROWS, STATEMENT_SHARED_BLKS_HIT,
     STATEMENT_SHARED_BLKS_READ, STATEMENT_MEAN_SECONDS, STATEMENT_MAX_SECONDS, STATEMENT_INFO, STATEMENT_FINGERPRINT,
     TABLE_SEQ_SCAN, TABLE_SEQ_TUP_READ, TABLE_IDX_SCAN, TABLE_LIVE_ROWS, TABLE_SIZE_BYTES,

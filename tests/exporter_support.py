@@ -24,9 +24,20 @@ class Sample:
 
 
 class RunningExporter:
-    def __init__(self, args: list[str], env: dict | None = None):
+    """`scheme`, `path`, `verify` (CA file), `auth` (user, password) and `cert` (client cert, key): the HTTP side
+    of an exporter run with --web.* flags."""
+
+    def __init__(self, args: list[str], env: dict | None = None, *, scheme: str = "http", path: str = "/metrics",
+                 verify: str | bool = True, auth: tuple[str, str] | None = None,
+                 cert: tuple[str, str] | None = None):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/metrics"
+        self.base_url = f"{scheme}://127.0.0.1:{self.port}"
+        self.url = self.base_url + path
+        self.session = requests.Session()
+        self.session.trust_env = False   # else REQUESTS_CA_BUNDLE from the environment overrides `verify`
+        self.session.verify = verify
+        self.session.auth = auth
+        self.session.cert = cert
         fd, self.log_path = tempfile.mkstemp(prefix="sloguard-exporter-", suffix=".log")
         inherited = {k: v for k, v in os.environ.items() if k not in ("PG_EXPORTER_DSN", "PG_EXPORTER_PASSWORD_FILE",
                                                                       "PGPASSWORD")}
@@ -48,14 +59,14 @@ class RunningExporter:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"exporter exited {self.proc.returncode}: {self.log()}")
             try:
-                requests.get(self.url, timeout=10)
+                self.session.get(self.url, timeout=10)
                 return
             except requests.ConnectionError:
                 time.sleep(0.1)
         raise TimeoutError(f"exporter not listening after {timeout}s: {self.log()}")
 
     def scrape_text(self) -> str:
-        r = requests.get(self.url, timeout=30)
+        r = self.session.get(self.url, timeout=30)
         r.raise_for_status()
         return r.text
 
@@ -84,6 +95,7 @@ class RunningExporter:
 
     def cleanup(self) -> None:
         self.stop()
+        self.session.close()
         if os.path.exists(self.log_path):
             os.unlink(self.log_path)
 

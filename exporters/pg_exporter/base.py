@@ -1,6 +1,7 @@
 """What every collector module shares: the options, the per-scrape context and the collector contract."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,6 +36,9 @@ class ScrapeContext:
     caps: queries.Capabilities
     options: ExporterOptions
     top_statements: list[queries.StatementStat] | None = None
+    # where statement texts come from; None: this connection's database (pg_stat_statements created in it). The
+    # multi-database layer reads them through the DSN's connection, so other databases need no extension for it.
+    statement_texts: Callable[[list[int]], dict[int, str]] | None = None
     notes: dict[str, object] = field(default_factory=dict)
     # (collector, object, age seconds): values served from an earlier read because this scrape could not read them
     last_known: list[tuple[str, str, float]] = field(default_factory=list)
@@ -46,6 +50,11 @@ class ScrapeContext:
 
     def degrade(self, collector: str, message: str) -> None:
         self.degraded.setdefault(collector, message)
+
+    def texts_of(self, queryids: list[int]) -> dict[int, str]:
+        if self.statement_texts is not None:
+            return self.statement_texts(queryids)
+        return queries.statement_texts(self.conn, queryids)
 
 
 class SubCollector(Protocol):

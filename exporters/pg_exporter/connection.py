@@ -7,7 +7,9 @@ and application_name 'sloguard-pg-exporter' so DBAs can find us in pg_stat_activ
 from __future__ import annotations
 
 import contextlib
+import getpass
 import logging
+import os
 import threading
 import time
 
@@ -125,6 +127,32 @@ class Database:
                 self._conn.close()
             self._conn = None
 
-    def close(self) -> None:
-        with self.lock:
-            self._close()
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    @property
+    def dbname(self) -> str:
+        """The database the DSN names (libpq's defaults when it names none); the server's answer is authoritative."""
+        params = conninfo_to_dict(self._dsn)
+        return (params.get("dbname") or os.environ.get("PGDATABASE") or params.get("user")
+                or os.environ.get("PGUSER") or getpass.getuser())
+
+    def for_database(self, datname: str) -> Database:
+        """Same server, role, password and timeouts, another database (a cluster's other databases)."""
+        return Database(make_conninfo(self._dsn, dbname=datname), password=self._password,
+                        query_timeout=self.query_timeout, connect_timeout=self._connect_timeout,
+                        down_log_interval=self._down_log_interval, lock_timeout=self.lock_timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Close the connection. With a timeout (shutdown), a query still running is cancelled, not waited for."""
+        if self.lock.acquire(timeout=-1 if timeout is None else timeout):
+            try:
+                self._close()
+            finally:
+                self.lock.release()
+            return
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.cancel_safe(timeout=0.5)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import psycopg
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
@@ -42,10 +43,13 @@ def default_collectors() -> list[SubCollector]:
 
 
 class ExporterCollector:
-    def __init__(self, db: Database, options: ExporterOptions, collectors: list[SubCollector] | None = None):
+    def __init__(self, db: Database, options: ExporterOptions, collectors: list[SubCollector] | None = None,
+                 on_context: Callable[[ScrapeContext], None] | None = None):
         self.db = db
         self.options = options
         self.collectors = collectors if collectors is not None else default_collectors()
+        # the multi-database layer (cluster.py) hands results between databases through the context
+        self.on_context = on_context
         self._errors: dict[str, int] = defaultdict(int)
         self._logged_problems: set[tuple[str, str]] = set()
         self._last_good: dict[str, tuple[float, list]] = {}   # collector -> (monotonic time, families)
@@ -72,6 +76,8 @@ class ExporterCollector:
                 conn = caps = None
             if up:
                 ctx = ScrapeContext(conn, caps, self.options)
+                if self.on_context is not None:
+                    self.on_context(ctx)
                 for c in self.collectors:
                     ok, took, fams = self._run(c, ctx) if up else (False, 0.0, [])
                     if ok is None:   # connection lost mid-scrape

@@ -119,7 +119,7 @@ class MissingIndexesCollector:
         if due:
             deadline = time.perf_counter() + opts.missing_index_budget_seconds
             missing = [s.queryid for s in due if (db, s.queryid) not in self._texts]
-            self._texts.update({(db, q): t for q, t in queries.statement_texts(ctx.conn, missing).items()})
+            self._texts.update({(db, q): t for q, t in ctx.texts_of(missing).items()})
             texts = {s.queryid: self._texts[(db, s.queryid)] for s in due if (db, s.queryid) in self._texts}
             before = blind.precheck(ctx.conn, texts)
             denied = [b for b in before.values() if b.reason == blind.PERMISSION_DENIED]
