@@ -90,5 +90,5 @@ local replace(s, from, to) = if from == to || from == "" then s else std.strRepl
 """
 
 
-def render(spec: Spec, rendered: dict[str, str], dashboard_paths: list[str]) -> dict[str, str]:
-    return {MIXIN_PATH: mixin_libsonnet(spec, dashboard_paths, rule_file_paths(rendered))}
+def render(specs, rendered: dict[str, str], dashboard_paths: list[str]) -> dict[str, str]:
+    return {MIXIN_PATH: mixin_libsonnet(specs[0], dashboard_paths, rule_file_paths(rendered))}
