@@ -34,8 +34,8 @@ from sloguard.dashboards import incident as inc
 from sloguard.dashboards import slo_overview as ov
 from sloguard.dashboards.queries import substitute
 from sloguard.outputs import RULES_PATH, render_all
-from sloguard.spec import parse_spec
 from sloguard.spec.model import EventsSLI, LatencySLI
+from tests.fleet_specs import fleet_spec
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 BUILTIN_SERIES = {"up", "ALERTS"}
@@ -121,26 +121,6 @@ def test_output_is_deterministic_and_sorted(spec, rendered):
         if path.endswith(".json"):
             assert text == json.dumps(json.loads(text), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
             assert "0000000001" not in text and "9999999999" not in text, f"float noise in {path}"
-
-
-def fleet_spec(service: str, n_slos: int, exporter_job: str = "pg", window: str = "30d", labels: str = ""):
-    """A test-owned spec: `n_slos` SLOs alternating availability and latency on service-specific metrics."""
-    lines = [f"service: {service}", "links: {runbook: 'https://wiki.example.org/rb.md', grafana: 'https://g.example.org'}"]
-    if labels:
-        lines.append(f"labels: {{{labels}}}")
-    lines.append("slos:")
-    for i in range(n_slos):
-        if i % 2:
-            sli = (f"{{events: {{total: '{service}_requests_total{{job=\"{service}\"}}', "
-                   f"errors: '{service}_requests_total{{job=\"{service}\",code=~\"5..\"}}'}}}}")
-        else:
-            sli = f"{{latency: {{metric: '{service}_seconds{{job=\"{service}\"}}', threshold: 0.25}}}}"
-        lines.append(f"  - {{name: s{i}, objective: 99.5, window: {window}, sli: {sli}}}")
-    lines += ["database:", f"  exporter_job: {exporter_job}",
-              f"  latency_p99: {{metric: '{service}_seconds{{job=\"{service}\"}}'}}",
-              f"  pool: {{in_use: 'pool_in_use{{job=\"{service}\"}}', max: 'pool_max{{job=\"{service}\"}}', "
-              f"waiting: 'pool_waiting{{job=\"{service}\"}}'}}"]
-    return parse_spec("\n".join(lines) + "\n", f"{service}.yaml")
 
 
 def test_overview_is_templated_not_one_panel_set_per_slo(spec):
