@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import yaml
 
+from sloguard import fastyaml
 from sloguard.dashboards import render_files as render_dashboard_files
 from sloguard.rules.groups import build_groups
 from sloguard.spec import model
@@ -34,8 +35,13 @@ def _str_representer(dumper: yaml.SafeDumper, value: str):
 _Dumper.add_representer(str, _str_representer)
 
 
-def to_yaml(data) -> str:
+def pyyaml_dump(data) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=10**6)
+
+
+def to_yaml(data) -> str:
+    # Same bytes as pyyaml_dump (tests/test_fastyaml.py), without PyYAML's per-scalar node building.
+    return fastyaml.dump(data, pyyaml_dump)
 
 
 def render_rules(spec: model.Spec) -> tuple[dict[str, str], list[str]]:
