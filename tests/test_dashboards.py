@@ -488,7 +488,7 @@ def test_overview_panels_compute_burn_rate_threshold_and_exhaustion(dashboards, 
         {"expr": _panel_expr(overview, page.FIRING, **both), "eval_time": "5m",
          "exp_samples": [{"labels": '{severity="critical"}', "value": 1}]},
         {"expr": _panel_expr(overview, page.TABLE, "E", **both), "eval_time": "5m",
-         "exp_samples": [{"labels": shop, "value": 1}]},
+         "exp_samples": [{"labels": shop, "value": 1}, {"labels": api, "value": 0}]},
     ]
     _run_promtool_test(tmp_path, series, cases)
 

@@ -104,7 +104,9 @@ def summary_panels(specs: Sequence[Spec], y: int) -> list:
          c.target(recorded(BUDGET_REMAINING), ref="B", instant=True, table=True),
          c.target(recorded(PERIOD_BURN_RATE), ref="C", instant=True, table=True),
          c.target(recorded(CURRENT_BURN_RATE), ref="D", instant=True, table=True),
-         c.target(f"count by ({BY}) ({FIRING_SLO_ALERTS})", ref="E", instant=True, table=True)],
+         # 0, not an empty cell, for an SLO with nothing firing
+         c.target(f"count by ({BY}) ({FIRING_SLO_ALERTS}) or {recorded(OBJECTIVE)} * 0", ref="E", instant=True,
+                  table=True)],
         c.gridpos(0, y + 1, 24, 8),
         {"sloth_service": "service", "sloth_slo": "SLO", "Value #A": "objective",
          "Value #B": "budget remaining", "Value #C": "period burn rate", "Value #D": "burn rate 5m",
