@@ -60,6 +60,7 @@
     }
   },
   "burnRateAlertSuffix": "ErrorBudgetBurn",
+  "incidentUid": "sloguard-api-db-incident",
   "metrics": {
     "BURN_RATE_ALERT_SUFFIX": "ErrorBudgetBurn",
     "COLLECTOR_DURATION": "sloguard_pg_collector_duration_seconds",

@@ -5,6 +5,8 @@ checks every (uid, panel id) below exists in the generated dashboards. Change bo
 """
 from __future__ import annotations
 
+import hashlib
+
 from sloguard import names
 
 SLO_OVERVIEW_UID = "sloguard-slo-overview"
@@ -34,6 +36,20 @@ def panel_for(alertname: str) -> tuple[str, int]:
     return ALERT_PANELS[key]
 
 
-def dashboard_url(grafana: str, alertname: str) -> str:
+MAX_UID = 40   # Grafana's limit on dashboard uids
+
+
+def fleet_incident_uid(service: str) -> str:
+    """The incident dashboard uid of one service in a multi-service run: readable, unique, at most 40 chars."""
+    uid = f"{INCIDENT_UID}-{service}"
+    if len(uid) <= MAX_UID:
+        return uid
+    digest = hashlib.sha1(service.encode()).hexdigest()[:8]
+    return f"{uid[:MAX_UID - 9]}-{digest}"
+
+
+def dashboard_url(grafana: str, alertname: str, incident_uid: str = INCIDENT_UID) -> str:
+    """Link of an alert to its panel; `incident_uid` is the service's incident dashboard (fleet runs: one each)."""
     uid, panel = panel_for(alertname)
+    uid = incident_uid if uid == INCIDENT_UID else uid
     return f"{grafana.rstrip('/')}/d/{uid}?viewPanel={panel}"

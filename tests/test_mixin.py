@@ -18,7 +18,6 @@ from sloguard.spec.model import Duration
 from tests.fleet_specs import fleet_spec, fleet_spec_text
 
 ROOT = Path(__file__).resolve().parent.parent
-LIBRARY = {str(p.relative_to(ROOT)): p.read_text() for p in (ROOT / "mixin" / "lib").glob("*.libsonnet")}
 
 SNIPPET = """
 local m = %s + { _config+:: %s };
@@ -37,13 +36,13 @@ def to_jsonnet(value) -> str:
 
 
 def evaluate(files: dict[str, str], overrides: dict | None = None, mixins: str = SLOGUARD) -> dict:
-    """Evaluate against the in-memory generated files plus the committed library: no disk output involved."""
-    available = {**LIBRARY, **files}
+    """Evaluate against the in-memory generated files (the library included): no disk output involved."""
+    available = files
 
     def import_callback(directory: str, rel: str):
         path = os.path.normpath(os.path.join(directory, rel)).lstrip("/")
         if path not in available:
-            raise RuntimeError(f"mixin imports {rel!r} ({path}), which is neither generated nor in mixin/lib")
+            raise RuntimeError(f"mixin imports {rel!r} ({path}), which is not a generated file")
         return path, available[path].encode()
     text = _jsonnet.evaluate_snippet("/main.jsonnet", SNIPPET % (mixins, to_jsonnet(overrides or {})),
                                      import_callback=import_callback)

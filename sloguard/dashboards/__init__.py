@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sloguard.dashboard_links import INCIDENT_UID, SLO_OVERVIEW_UID
+from sloguard.dashboard_links import INCIDENT_UID, SLO_OVERVIEW_UID, fleet_incident_uid
 from sloguard.dashboards.promql_names import metric_names
 from sloguard.dashboards.queries import annotation_queries, iter_panels, panel_queries, variable_values
 from sloguard.spec.model import Spec
 
 __all__ = ["annotation_queries", "build_dashboards", "dashboard_path", "incident_uids", "iter_panels",
            "metric_names", "panel_queries", "render_files", "variable_values"]
-
-GRAFANA_UID_MAX = 40
-
 
 def dashboard_path(uid: str) -> str:
     return f"dashboards/{uid}.json"
@@ -29,12 +26,14 @@ def as_specs(specs: Spec | Sequence[Spec]) -> list[Spec]:
 
 
 def incident_uids(specs: Spec | Sequence[Spec]) -> dict[str, str]:
-    """{service: incident dashboard uid}. One service keeps the historical uid (the alerts' dashboard_url);
-    in a fleet each service gets its own, within Grafana's 40-character limit."""
+    """{service: incident dashboard uid}. One service keeps the historical uid; in a fleet each service gets its
+    own (the one its alerts' dashboard_url names when the fleet run set it on the spec)."""
     specs = as_specs(specs)
-    if len(specs) == 1:
-        return {specs[0].service: INCIDENT_UID}
-    return {s.service: f"{INCIDENT_UID}-{s.service}"[:GRAFANA_UID_MAX].rstrip("-") for s in specs}
+    uids = {}
+    for s in specs:
+        uid = getattr(s, "incident_uid", INCIDENT_UID)
+        uids[s.service] = fleet_incident_uid(s.service) if len(specs) > 1 and uid == INCIDENT_UID else uid
+    return uids
 
 
 def build_dashboards(specs: Spec | Sequence[Spec]) -> dict[str, dict]:
