@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 ARGS ?=
 
-.PHONY: all venv generate check-generated lint test bench bench-exporter bench-diagnose diagnose check-migrations simulate exporter clean
+.PHONY: all venv generate generate-test-rules check-generated lint test bench bench-exporter bench-diagnose diagnose check-migrations simulate exporter clean
 
 all: generate
 
@@ -23,6 +23,9 @@ venv: $(STAMP)
 generate: $(STAMP)  ## slo.yaml -> alerts/, dashboards/, mixin
 	$(PY) generate.py --spec slo.yaml --out .
 
+generate-test-rules: $(STAMP)  ## tests/specs/*.yaml -> tests/promtool/rules/ (promtool tests' own rules)
+	$(PY) -m tests.specs.render_rules
+
 check-generated: $(STAMP)  ## fail when committed output is stale
 	$(PY) generate.py --spec slo.yaml --out . --check
 
@@ -32,8 +35,9 @@ lint: $(STAMP)
 test: $(STAMP) check-generated lint  ## everything CI runs
 	$(PY) -m pytest $(ARGS)
 
-bench: $(STAMP)  ## generator scaling: 10, 100, 1000 SLOs
+bench: $(STAMP)  ## generator scaling: 10, 100, 1000 SLOs; samples each SLO evaluation reads (Prometheus 2.42)
 	$(PY) -m bench.generate_bench
+	$(PY) -m bench.eval_cost_bench
 
 bench-exporter: $(STAMP)  ## our exporter vs Debian's prometheus-postgres-exporter
 	$(PY) -m bench.exporter_bench $(ARGS)

@@ -28,6 +28,11 @@ ALERT_PANELS: dict[str, tuple[str, int]] = {
     "PostgresExporterDown": (INCIDENT_UID, 10),
     "PgStatStatementsUnavailable": (INCIDENT_UID, 10),
     "SloHistogramBucketMissing": (SLO_OVERVIEW_UID, 4),
+    "SloHistogramBucketPartial": (SLO_OVERVIEW_UID, 4),
+    "SloTargetDown": (SLO_OVERVIEW_UID, 4),
+    "SloMetricAbsent": (SLO_OVERVIEW_UID, 4),
+    "SloErrorBudgetExhausted": (SLO_OVERVIEW_UID, 4),
+    "SloErrorBudgetLow": (SLO_OVERVIEW_UID, 4),
 }
 
 

@@ -23,6 +23,9 @@ STATEMENT_SHARED_BLKS_READ = f"{PREFIX}_statement_shared_blocks_read_total"
 STATEMENT_MEAN_SECONDS = f"{PREFIX}_statement_mean_exec_seconds"   # gauge, cumulative mean since reset
 STATEMENT_MAX_SECONDS = f"{PREFIX}_statement_max_exec_seconds"     # gauge
 STATEMENT_INFO = f"{PREFIX}_statement_info"   # gauge 1 {datname,user,queryid,query} only when query text is on
+# gauge 1 {datname,user,queryid,fingerprint}, always on: a hash of the normalised text (never the text), so a
+# statement keeps its identity when PG re-hashes its queryid (SELECT * after ADD COLUMN)
+STATEMENT_FINGERPRINT = f"{PREFIX}_statement_fingerprint_info"
 
 # per table, labels {datname, schemaname, relname}
 TABLE_SEQ_SCAN = f"{PREFIX}_table_seq_scan_total"
@@ -51,7 +54,7 @@ MIGRATION_LAST_APPLIED = f"{PREFIX}_migration_last_applied_timestamp_seconds"
 EXPORTER_METRICS = (
     PG_UP, COLLECTOR_SUCCESS, COLLECTOR_DURATION, SCRAPE_ERRORS, EXPORTER_INFO,
     STATEMENT_CALLS, STATEMENT_EXEC_SECONDS, STATEMENT_ROWS, STATEMENT_SHARED_BLKS_HIT,
-    STATEMENT_SHARED_BLKS_READ, STATEMENT_MEAN_SECONDS, STATEMENT_MAX_SECONDS, STATEMENT_INFO,
+    STATEMENT_SHARED_BLKS_READ, STATEMENT_MEAN_SECONDS, STATEMENT_MAX_SECONDS, STATEMENT_INFO, STATEMENT_FINGERPRINT,
     TABLE_SEQ_SCAN, TABLE_SEQ_TUP_READ, TABLE_IDX_SCAN, TABLE_LIVE_ROWS, TABLE_SIZE_BYTES,
     MISSING_INDEX, MISSING_INDEX_COST_BEFORE, MISSING_INDEX_COST_AFTER,
     CONNECTIONS, MAX_CONNECTIONS, SUPERUSER_RESERVED_CONNECTIONS, LOCK_WAITING_SESSIONS,
@@ -84,6 +87,11 @@ ALERT_ANCHORS = {
     "PostgresExporterDown": "exporter-down",
     "PgStatStatementsUnavailable": "exporter-down",
     "SloHistogramBucketMissing": "slo-error-budget-burn",  # a latency SLO whose threshold is no bucket boundary
+    "SloHistogramBucketPartial": "slo-histogram-bucket-on-some-series-only",
+    "SloTargetDown": "service-outage",
+    "SloMetricAbsent": "service-outage",
+    "SloErrorBudgetExhausted": "slo-error-budget-exhausted",
+    "SloErrorBudgetLow": "slo-error-budget-exhausted",
 }
 
 RUNBOOK_PATH = "runbooks/high-latency-response.md"
@@ -98,7 +106,15 @@ def runbook_anchor(alertname: str) -> str:
 # --- Recording rules written by sloguard.rules (dashboards may read them) ---
 # Sloth-compatible SLO series: slo:sli_error:ratio_rate<window>, slo:error_budget:ratio, ... (labels sloth_*).
 SLI_ERROR_RATIO_PREFIX = "slo:sli_error:ratio_rate"
-# Per statement {job, instance, datname, user, queryid}: recent mean, mean over the hour before it, call rate.
+# Per SLO, in the 5m-interval period group: requests and errors over the last 5m (the period ratio sums them).
+SLO_REQUESTS_INCREASE = "sloguard:slo_requests:increase5m"
+SLO_ERRORS_INCREASE = "sloguard:slo_errors:increase5m"
+# Per statement {job, instance, datname, user, queryid}: recent mean and call rate.
 RECORDED_STATEMENT_MEAN_5M = "sloguard:pg_statement_mean_seconds:rate5m"
-RECORDED_STATEMENT_MEAN_BASELINE = "sloguard:pg_statement_mean_seconds:rate1h_offset5m"
 RECORDED_STATEMENT_CALLS_5M = "sloguard:pg_statement_calls:rate5m"
+# Per statement fingerprint {job, instance, datname, user, fingerprint}: the same statement across queryid changes.
+RECORDED_FINGERPRINT_MEAN_5M = "sloguard:pg_fingerprint_mean_seconds:rate5m"
+RECORDED_FINGERPRINT_MEAN_1H = "sloguard:pg_fingerprint_mean_seconds:rate1h"
+RECORDED_FINGERPRINT_CALLS_5M = "sloguard:pg_fingerprint_calls:rate5m"
+# its 1h mean a day earlier, else a week earlier, else the lowest 1h mean of the hour before (no history yet)
+RECORDED_FINGERPRINT_MEAN_BASELINE = "sloguard:pg_fingerprint_mean_seconds:baseline"

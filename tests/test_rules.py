@@ -14,7 +14,7 @@ import yaml
 from sloguard import outputs, promql
 from sloguard.rules.burn_alerts import build_burn_alerts
 from sloguard.rules.groups import MAX_GROUP_RULES, build_groups
-from sloguard.rules.slo_recording import build_slo_recordings
+from sloguard.rules.slo_recording import PERIOD_STEP, build_period_recordings, build_slo_recordings
 from sloguard.spec import parse_spec
 from sloguard.writer import diff_tree, write_tree
 
@@ -75,7 +75,7 @@ def test_90_percent_slo_skips_the_pair_that_can_never_fire_and_says_so(tmp_path)
 
 def test_sloth_recording_names_labels_and_ratio_of_sums():
     spec = parse_spec(spec_text("28d"))
-    rules = build_slo_recordings(spec, spec.slos[0])
+    rules = build_slo_recordings(spec, spec.slos[0]) + build_period_recordings(spec, spec.slos[0])
     records = [r["record"] for r in rules]
     for window in ("5m", "30m", "1h", "2h", "6h", "1d", "3d", "28d"):
         assert f"slo:sli_error:ratio_rate{window}" in records
@@ -86,10 +86,23 @@ def test_sloth_recording_names_labels_and_ratio_of_sums():
         assert {"sloth_id", "sloth_service", "sloth_slo"} <= set(r["labels"])
         assert r["labels"]["sloth_id"] == "shop-checkout-availability"
     period = next(r for r in rules if r["record"] == "slo:sli_error:ratio_rate28d")
-    assert "avg_over_time" not in period["expr"]
-    assert period["expr"].count("sum(increase(") == 2 and "[28d]" in period["expr"]
+    # a ratio of sums over the period, built from recorded 5m increases: never 28 days of raw samples
+    assert "avg_over_time" not in period["expr"] and "increase(" not in period["expr"]
+    assert period["expr"].count("sum_over_time(") == 2 and "[28d]" in period["expr"]
+    increases = [r for r in rules if r["record"].endswith(":increase5m")]
+    assert len(increases) == 2 and all("[5m]" in r["expr"] and "[28d]" not in r["expr"] for r in increases)
     days = next(r for r in rules if r["record"] == "slo:time_period:days")
     assert days["expr"] == "vector(28)"
+
+
+def test_period_group_runs_every_step_and_its_increases_tile_it():
+    """The recorded increases cover exactly the group's interval: consecutive evaluations tile the period."""
+    spec = parse_spec(spec_text("28d"))
+    groups, _ = build_groups(spec)
+    period_groups = [g for g in groups if g["name"].endswith("-period")]
+    assert [g["interval"] for g in period_groups] == [PERIOD_STEP]
+    assert all(f"[{PERIOD_STEP}]" in r["expr"] for r in period_groups[0]["rules"] if r["record"].endswith("increase5m"))
+    assert all("interval" not in g for g in groups if not g["name"].endswith("-period"))
 
 
 def test_numbers_carry_no_float_noise():
@@ -210,6 +223,7 @@ FULL_HISTORY_OFFSET_MIN = 3 * 1440
 MIGRATION_MIN = 31          # 14:31, minutes after the replay's t0 (14:00)
 LAST_MIN = 450              # 21:30, the replays' last evaluation
 PAIRS = ("", "1h/5m", "6h/30m", "1d/2h", "3d/6h")
+SLO_NAMES = ("availability", "latency")
 TABLE_ROW = re.compile(r"^#\s+([A-Za-z0-9]+)(?: (\d+[hd]/\d+[mh]) (?:page|ticket))?(?: \(([a-z ]+)\))?\s+"
                        r"(\d\d):(\d\d)\s+(\d+) min\s+(\d\d):(\d\d)\s+(.+?)\s*$", re.M)
 
@@ -223,6 +237,16 @@ def _clock(hh: str, mm: str) -> int:
     return (int(hh) - 14) * 60 + int(mm)
 
 
+def _row_tag(alert: str, labels: dict, tags: dict[str, str]) -> str:
+    """Statement alerts are one row per statement (tag by queryid or fingerprint), SLO-level Slo* alerts one per
+    SLO (tag = the SLO name), the others one row per alert and burn window."""
+    if alert.startswith("PostgresStatement"):
+        return tags.get(labels.get("fingerprint") or labels.get("queryid", ""), "")
+    if alert.startswith("Slo"):
+        return labels.get("sloth_slo", "")
+    return ""
+
+
 def _asserted_states(path: str, tags: dict[str, str], offset: int = 0):
     """(firing, silent): (alert, burn_window, statement tag) -> eval minutes (relative to 14:00) asserted so."""
     with open(path, encoding="utf-8") as fh:
@@ -231,14 +255,11 @@ def _asserted_states(path: str, tags: dict[str, str], offset: int = 0):
     silent: dict[tuple, set[int]] = {}
     for case in doc["tests"][0]["alert_rule_test"]:
         minute = _minutes(str(case["eval_time"])) - offset
-        # statement alerts are one row per statement (tag), the others one row per alert and burn window
-        per_statement = case["alertname"].startswith("PostgresStatement")
-        present = {(c["exp_labels"].get("burn_window", ""),
-                    tags.get(c["exp_labels"].get("queryid", ""), "") if per_statement else "")
+        present = {(c["exp_labels"].get("burn_window", ""), _row_tag(case["alertname"], c["exp_labels"], tags))
                    for c in case.get("exp_alerts") or []}
         for key in present:
             firing.setdefault((case["alertname"], *key), set()).add(minute)
-        for key in {(p, t) for p in PAIRS for t in ("", *tags.values())} - present:
+        for key in {(p, t) for p in PAIRS for t in ("", *tags.values(), *SLO_NAMES)} - present:
             silent.setdefault((case["alertname"], *key), set()).add(minute)
     return firing, silent
 
@@ -249,8 +270,8 @@ def test_replay_detection_table_matches_its_assertions():
     the full-history column likewise in the 3-days-of-history replay ("never": silent at every minute)."""
     with open(REPLAY, encoding="utf-8") as fh:
         text = fh.read()
-    tags = {qid: tag for tag, qid in re.findall(r"\(([a-z ]+)\) = queryid (\d+)", text)}
-    assert set(tags.values()) == {"login", "orders join"}
+    tags = {ident: tag for tag, ident in re.findall(r"\(([a-z ]+)\) = (?:queryid|fingerprint) ([0-9a-f]+)", text)}
+    assert set(tags.values()) == {"login", "orders join"} and len(tags) == 4
     firing, silent = _asserted_states(REPLAY, tags)
     full_firing, full_silent = _asserted_states(FULL_HISTORY, tags, FULL_HISTORY_OFFSET_MIN)
     rows = TABLE_ROW.findall(text)
@@ -289,11 +310,17 @@ def test_full_history_replay_passes_promtool():
     assert "SUCCESS" in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("rate,guarded", [(1, True), (0, False)])
-def test_p99_alert_has_the_low_traffic_guard_unless_disabled(rate, guarded):
-    text = spec_text().replace("database:", f"alerting: {{min_request_rate: {rate}}}\ndatabase:")
-    spec = parse_spec(text)
-    groups, _ = build_groups(spec)
-    p99 = next(r for g in groups for r in g["rules"] if r.get("alert") == "ApiLatencyP99High")
-    guard = f'sum(rate(http_request_duration_seconds_count{{job="shop"}}[5m])) >= {rate}'
-    assert (guard in p99["expr"]) is guarded, p99["expr"]
+@pytest.mark.parametrize("events,guarded", [(10, True), (0, False)])
+def test_pages_and_p99_are_guarded_by_events_in_the_short_window_tickets_never(events, guarded):
+    text = spec_text().replace("database:", f"""alerting:
+  page: {{min_events: {events}, windows: [{{long: 1h, short: 5m, budget_fraction: 0.02}}]}}
+  ticket: {{windows: [{{long: 1d, short: 2h, budget_fraction: 0.1}}]}}
+database:""")
+    groups, _ = build_groups(parse_spec(text))
+    rules = {r.get("alert") + r["labels"].get("burn_window", ""): r for g in groups for r in g["rules"] if "alert" in r}
+    guard = f'sum(increase(http_request_duration_seconds_count{{job="shop"}}[5m])) >= {events}'
+    assert (guard in rules["ApiLatencyP99High"]["expr"]) is guarded
+    page = rules["CheckoutAvailabilityErrorBudgetBurn1h/5m"]["expr"]
+    assert (f'sum(increase(http_requests_total{{job="shop"}}[5m])) >= {events}' in page) is guarded
+    ticket = rules["CheckoutAvailabilityErrorBudgetBurn1d/2h"]["expr"]
+    assert "increase(" not in ticket and "rate(" not in ticket          # tickets: no traffic guard at all

@@ -41,9 +41,9 @@ slos:
         metric: http_request_duration_seconds{job="api"}
         threshold: 0.5
 alerting:
-  min_request_rate: 1
   page:
     for: 2m
+    min_events: 10
     windows:
       - {long: 1h, short: 5m, budget_fraction: 0.02}
       - {long: 6h, short: 30m, budget_fraction: 0.05}
@@ -132,8 +132,19 @@ CASES = [
      "alerting.page.windows[1].budget_fraction", "out of range", "0.02", "long: 6h", True),
     ("for-not-duration", edit("    for: 15m", "    for: soon"), "alerting.ticket.for", "not a duration", "2m",
      "for: soon", True),
-    ("min-rate-negative", edit("min_request_rate: 1", "min_request_rate: -1"), "alerting.min_request_rate",
-     "out of range", "0 disables", "min_request_rate: -1", True),
+    ("min-request-rate-replaced", edit("alerting:\n", "alerting:\n  min_request_rate: 1\n"), "alerting.min_request_rate",
+     "was replaced by a minimum number of requests in the short window", "page.min_events", "min_request_rate: 1",
+     True),
+    ("min-events-negative", edit("min_events: 10", "min_events: -1"), "alerting.page.min_events", "out of range",
+     "0 disables", "min_events: -1", True),
+    ("min-events-fraction", edit("min_events: 10", "min_events: 2.5"), "alerting.page.min_events",
+     "whole number of requests", "10", "min_events: 2.5", True),
+    ("ticket-min-events", edit("    for: 15m\n", "    for: 15m\n    min_events: 5\n"), "alerting.ticket.min_events",
+     "unknown field 'min_events'", "for, windows", "min_events: 5", True),
+    ("severity-not-a-severity", edit("alerting:\n", "alerting:\n  severities: {latency_p99: page}\n"),
+     "alerting.severities.latency_p99", "'page' is not a severity", "critical, warning, info", "severities:", True),
+    ("severity-unknown-family", edit("alerting:\n", "alerting:\n  severities:\n    latency: warning\n"),
+     "alerting.severities.latency", "unknown field 'latency'", "did you mean 'latency_p99'", "latency: warning", True),
     ("slos-empty", edit("slos:\n  - name: availability", "slos: []\nxslos:\n  - name: availability"), "xslos",
      "unknown field", "slos", "xslos:", True),
     ("service-missing", edit("service: api\n", ""), "(top level)", "missing required field 'service'", "service: api",
@@ -243,8 +254,34 @@ def test_schema_and_loader_know_the_same_fields(schema):
                                            "regression_factor": 5, "for": "2m"}
     data["database"]["lock_waits"] = {"max_waiting_sessions": 5, "for": "2m"}
     data["database"]["long_transactions"] = {"max_seconds": 300, "for": "1m"}
+    data["alerting"]["severities"] = {family: node["default"] for family, node in
+                                      schema.schema["properties"]["alerting"]["properties"]["severities"]["properties"].items()}
     assert not list(schema.iter_errors(data))
-    parse_spec(yaml.safe_dump(data))
+    assert parse_spec(yaml.safe_dump(data)).alerting.severities == data["alerting"]["severities"]
+    from sloguard.spec.model import SEVERITY_DEFAULTS
+    assert data["alerting"]["severities"] == SEVERITY_DEFAULTS   # the schema documents the loader's defaults
+
+
+def test_severities_default_to_paging_only_on_burn_pages_and_outage_and_the_spec_can_set_each():
+    from sloguard.rules.groups import build_groups
+
+    def severities(text: str) -> dict[str, set[str]]:
+        groups, _ = build_groups(parse_spec(text))
+        out: dict[str, set[str]] = {}
+        for rule in (r for g in groups for r in g["rules"] if "alert" in r):
+            out.setdefault(rule["alert"], set()).add(rule["labels"]["severity"])
+        return out
+
+    default = severities(BASE)
+    paging = {alert for alert, sev in default.items() if "critical" in sev}
+    assert paging == {"AvailabilityErrorBudgetBurn", "LatencyErrorBudgetBurn", "SloTargetDown", "SloMetricAbsent"}
+    assert default["ApiLatencyP99High"] == default["AppDbPoolSaturated"] == {"warning"}
+    assert default["SloErrorBudgetLow"] == {"info"} and default["SloErrorBudgetExhausted"] == {"warning"}
+    custom = severities(edit("alerting:\n", "alerting:\n  severities: {latency_p99: critical, pool: info, page: warning, "
+                                               "database: info}\n"))
+    assert custom["ApiLatencyP99High"] == {"critical"} and custom["AppDbPoolWaiters"] == {"info"}
+    assert custom["AvailabilityErrorBudgetBurn"] == {"warning"}      # page pairs as warnings, tickets unchanged
+    assert custom["PostgresStatementRegression"] == {"info"} and custom["SloTargetDown"] == {"critical"}
 
 
 def test_defaults_apply_when_alerting_is_omitted():
@@ -253,6 +290,8 @@ def test_defaults_apply_when_alerting_is_omitted():
     page = spec.alerting.page
     assert [(w.long.text, w.short.text, w.budget_fraction) for w in page.windows] == [("1h", "5m", 0.02), ("6h", "30m", 0.05)]
     assert page.for_.text == "2m" and spec.alerting.ticket.for_.text == "15m"
+    assert page.min_events == 10 and spec.alerting.ticket.min_events == 0
+    assert page.severity == "critical" and spec.alerting.severities["latency_p99"] == "warning"
     assert spec.database.connections.saturation_ratio == 0.8
 
 

@@ -1,8 +1,10 @@
 """Multiwindow, multi-burn-rate alerts (Google SRE Workbook), one rule per window pair.
 
 factor = budget_fraction * period / long_window, from each SLO's own period (30d: 14.4, 6, 3, 1; 28d: 13.44, ...).
-The alert fires when both the long and the short window burn faster than factor * budget, and the long window
-saw at least min_request_rate req/s (a handful of requests at night must not page anyone).
+The alert fires when both the long and the short window burn faster than factor * budget. Page pairs also need
+`page.min_events` requests in their short window (a handful of requests at night must not page anyone); tickets
+are not guarded, so a slow, low-traffic burn still opens one. The guard counts events in the short window, not a
+rate over the long one: 0.5 req/s at 20% errors must alert, and so must a new series before its long window fills.
 A pair with factor * budget >= 1 would need an error ratio above 100%: it is skipped with a warning.
 """
 from __future__ import annotations
@@ -10,19 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sloguard import names, promql
-from sloguard.rules.common import (
-    camel,
-    link_annotations,
-    selector_matchers,
-    slo_labels,
-    threshold_bucket,
-    total_selector,
-)
+from sloguard.rules.common import camel, link_annotations, slo_ident, slo_labels, template_safe, total_selector
 from sloguard.rules.slo_recording import ratio_metric
 from sloguard.spec import model
-
-BUCKET_MISSING_ALERT = "SloHistogramBucketMissing"
-BUCKET_MISSING_FOR = "10m"
 
 
 @dataclass(frozen=True)
@@ -38,6 +30,11 @@ class BurnPair:
 
 def burn_factor(slo: model.SLO, window: model.BurnWindow) -> float:
     return round(window.budget_fraction * slo.window.seconds / window.long.seconds, 12)
+
+
+def min_events_guard(total: str, window: str, events: int) -> str:
+    """At least `events` requests in `window`: a page needs enough traffic to mean something."""
+    return f"sum(increase({total}[{window}])) >= {events}"
 
 
 def alert_name(slo: model.SLO) -> str:
@@ -65,11 +62,10 @@ def burn_pairs(spec: model.Spec, slo: model.SLO) -> tuple[list[BurnPair], list[s
 def build_burn_alerts(spec: model.Spec, slo: model.SLO) -> tuple[list[dict], list[str]]:
     pairs, warnings = burn_pairs(spec, slo)
     labels = slo_labels(spec, slo)
-    ident = "{" + selector_matchers({k: labels[k] for k in ("sloth_id", "sloth_service", "sloth_slo")}) + "}"
+    ident = slo_ident(spec, slo)
     name = alert_name(slo)
     budget = promql.fmt_number(slo.error_budget)
-    # the SLO's own words go into a Go template: braces from the spec must not open a template action
-    words = slo.description.replace("{{", "{ {").replace("}}", "} }")
+    words = template_safe(slo.description)
     days = promql.fmt_number(slo.window.seconds / 86400)
     rules = []
     for pair in pairs:
@@ -78,10 +74,9 @@ def build_burn_alerts(spec: model.Spec, slo: model.SLO) -> tuple[list[dict], lis
         expr = (f"max without (sloth_window) ({ratio_metric(w.long.text)}{ident} > {limit})\n"
                 f"and\n"
                 f"max without (sloth_window) ({ratio_metric(w.short.text)}{ident} > {limit})")
-        if spec.alerting.min_request_rate > 0:
-            expr += (f"\nand on ()\n"
-                     f"sum(rate({total_selector(slo)}[{w.long.text}])) >= {promql.fmt_number(spec.alerting.min_request_rate)}")
-        severity_word = "page" if pair.tier.severity == "critical" else "ticket"
+        if pair.tier.min_events > 0:
+            expr += f"\nand on ()\n{min_events_guard(total_selector(slo), w.short.text, pair.tier.min_events)}"
+        severity_word = "page" if pair.tier is spec.alerting.page else "ticket"
         rules.append({
             "alert": name,
             "expr": expr,
@@ -99,30 +94,3 @@ def build_burn_alerts(spec: model.Spec, slo: model.SLO) -> tuple[list[dict], lis
             },
         })
     return rules, warnings
-
-
-def build_bucket_missing_alert(spec: model.Spec, slo: model.SLO) -> list[dict]:
-    """A latency SLO whose threshold is not a bucket boundary has no ratio (and no burn-rate alert): say so.
-
-    Requests flow (the _count moves) but no bucket matches the threshold's `le`: the config is wrong, not the API.
-    """
-    if not isinstance(slo.sli, model.LatencySLI):
-        return []
-    total = total_selector(slo)
-    threshold = promql.fmt_number(slo.sli.threshold)
-    metric = slo.sli.metric.replace("{{", "{ {").replace("}}", "} }")
-    return [{
-        "alert": BUCKET_MISSING_ALERT,
-        "expr": f"sum(rate({total}[1h])) > 0\nunless on ()\nsum(rate({threshold_bucket(slo)}[1h]))",
-        "for": BUCKET_MISSING_FOR,
-        "labels": {**slo_labels(spec, slo), "severity": "warning"},
-        "annotations": {
-            "summary": f"The {slo.name} SLO of {spec.service} cannot be computed: no histogram bucket at {threshold}s.",
-            "description": (
-                f"{metric} serves {{{{ $value | humanize }}}} requests/s but has no bucket with le=\"{threshold}\", "
-                f"the SLO threshold: the {slo.name} "
-                "error ratio and its burn-rate alerts are absent, not healthy. Set the threshold in the spec to "
-                "one of the histogram's bucket boundaries, or add this boundary to the application's buckets."),
-            **link_annotations(spec, BUCKET_MISSING_ALERT),
-        },
-    }]

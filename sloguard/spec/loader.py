@@ -6,6 +6,7 @@ tests/test_spec_loader.py keeps the two in agreement.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from sloguard import names, promql
@@ -23,8 +24,7 @@ MAX_ALERT_NAME = 40   # mixtool lint
 
 # SRE Workbook defaults: fractions of the period's budget; factors are derived from each SLO's own window.
 DEFAULT_ALERTING = {
-    "min_request_rate": 1,
-    "page": {"for": "2m", "windows": [
+    "page": {"for": "2m", "min_events": 10, "windows": [
         {"long": "1h", "short": "5m", "budget_fraction": 0.02},
         {"long": "6h", "short": "30m", "budget_fraction": 0.05}]},
     "ticket": {"for": "15m", "windows": [
@@ -272,19 +272,48 @@ def _histogram(r: _Reader, value, path: tuple) -> str:
 
 def _alerting(r: _Reader, value) -> model.Alerting:
     path = ("alerting",)
-    a = r.mapping(value, path, {"min_request_rate": "1 (req/s)", "page": "{for: 2m, windows: [...]}",
-                                "ticket": "{for: 15m, windows: [...]}"})
-    rate = r.number(a.get("min_request_rate", DEFAULT_ALERTING["min_request_rate"]), path + ("min_request_rate",),
-                    "1 (requests per second; 0 disables the guard)", 0)
-    page = _tier(r, a.get("page", DEFAULT_ALERTING["page"]), path + ("page",), "critical")
-    ticket = _tier(r, a.get("ticket", DEFAULT_ALERTING["ticket"]), path + ("ticket",), "warning")
-    return model.Alerting(min_request_rate=rate, page=page, ticket=ticket)
+    a = r.mapping(value, path, {"page": "{for: 2m, min_events: 10, windows: [...]}",
+                                "ticket": "{for: 15m, windows: [...]}",
+                                "severities": "{page: critical, latency_p99: warning, ...}",
+                                "min_request_rate": "(replaced by page.min_events)"})
+    if "min_request_rate" in a:
+        # a long-window rate floor silenced real burns at low traffic and on new series (issue 10)
+        r.fail(path + ("min_request_rate",), "min_request_rate (req/s over the long window) was replaced by a "
+               "minimum number of requests in the short window, for pages only",
+               "remove it and set alerting.page.min_events instead, e.g. min_events: 10 (10 requests in 5m = "
+               "0.033 req/s); tickets are not guarded")
+    page = _tier(r, a.get("page", DEFAULT_ALERTING["page"]), path + ("page",), "page")
+    ticket = _tier(r, a.get("ticket", DEFAULT_ALERTING["ticket"]), path + ("ticket",), "ticket")
+    severities = _severities(r, a.get("severities", {}), path + ("severities",))
+    page = dataclasses.replace(page, severity=severities["page"])
+    ticket = dataclasses.replace(ticket, severity=severities["ticket"])
+    return model.Alerting(page=page, ticket=ticket, severities=severities)
 
 
-def _tier(r: _Reader, value, path: tuple, severity: str) -> model.AlertTier:
-    t = r.mapping(value, path, {"for": "2m", "windows": "[{long: 1h, short: 5m, budget_fraction: 0.02}]"},
-                  required=("windows",))
-    for_ = r.duration(t.get("for", DEFAULT_ALERTING[path[-1]]["for"]), path + ("for",), "2m")
+def _severities(r: _Reader, value, path: tuple) -> dict[str, str]:
+    hints = {family: default for family, default in model.SEVERITY_DEFAULTS.items()}
+    given = r.mapping(value if value is not None else {}, path, hints)
+    out = dict(model.SEVERITY_DEFAULTS)
+    for family, severity in given.items():
+        if severity not in model.SEVERITIES:
+            r.fail(path + (family,), f"{severity!r} is not a severity",
+                   f"use one of {', '.join(model.SEVERITIES)} (critical pages, warning tickets, info only records)")
+        out[family] = severity
+    return out
+
+
+def _tier(r: _Reader, value, path: tuple, tier: str) -> model.AlertTier:
+    fields = {"for": "2m", "windows": "[{long: 1h, short: 5m, budget_fraction: 0.02}]"}
+    if tier == "page":
+        fields["min_events"] = "10 (requests in the short window; 0 disables)"
+    t = r.mapping(value, path, fields, required=("windows",))
+    for_ = r.duration(t.get("for", DEFAULT_ALERTING[tier]["for"]), path + ("for",), "2m")
+    min_events = 0
+    if tier == "page":
+        raw = t.get("min_events", DEFAULT_ALERTING["page"]["min_events"])
+        if isinstance(raw, float) and raw != int(raw):
+            r.fail(path + ("min_events",), f"expected a whole number of requests, got {raw!r}", "write e.g. 10")
+        min_events = int(r.number(raw, path + ("min_events",), "10 (requests in the short window; 0 disables)", 0))
     windows = t["windows"]
     if not isinstance(windows, list) or not windows:
         r.fail(path + ("windows",), f"expected a non-empty list of windows, got {_kind(windows)}",
@@ -304,7 +333,8 @@ def _tier(r: _Reader, value, path: tuple, severity: str) -> model.AlertTier:
             r.fail(p, f"window pair {long_.text}/{short.text} is listed twice", "remove the duplicate")
         seen.add((long_.seconds, short.seconds))
         out.append(model.BurnWindow(long=long_, short=short, budget_fraction=fraction))
-    return model.AlertTier(severity=severity, for_=for_, windows=tuple(out))
+    return model.AlertTier(severity=model.SEVERITY_DEFAULTS[tier], for_=for_, windows=tuple(out),
+                           min_events=min_events)
 
 
 def _database(r: _Reader, value) -> model.Database:

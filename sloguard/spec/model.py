@@ -48,16 +48,33 @@ class BurnWindow:
 
 @dataclass(frozen=True)
 class AlertTier:
-    severity: str             # "critical" (page) or "warning" (ticket)
+    severity: str             # alerts.severities["page"] / ["ticket"]: "critical" / "warning" by default
     for_: Duration
     windows: tuple[BurnWindow, ...]
+    min_events: int = 0       # requests the short window must hold before the pair may fire (page only; 0: no guard)
+
+
+# Alert families whose severity the spec can set (alerting.severities); the defaults page only on user-facing
+# symptoms (burn-rate page pairs) and on a hard outage.
+SEVERITY_DEFAULTS = {
+    "page": "critical",             # burn-rate page pairs
+    "ticket": "warning",            # burn-rate ticket pairs
+    "outage": "critical",           # SloTargetDown, SloMetricAbsent
+    "budget_exhausted": "warning",  # SloErrorBudgetExhausted
+    "budget_low": "info",           # SloErrorBudgetLow
+    "slo_config": "warning",        # SloHistogramBucketMissing, SloHistogramBucketPartial
+    "latency_p99": "warning",       # ApiLatencyP99High: a single-window symptom
+    "pool": "warning",              # AppDbPoolSaturated, AppDbPoolWaiters: causes
+    "database": "warning",          # every Postgres* / PgStatStatements* alert: causes
+}
+SEVERITIES = ("critical", "warning", "info")
 
 
 @dataclass(frozen=True)
 class Alerting:
-    min_request_rate: float   # req/s over the long window
     page: AlertTier
     ticket: AlertTier
+    severities: dict[str, str] = field(default_factory=lambda: dict(SEVERITY_DEFAULTS))
 
 
 @dataclass(frozen=True)
