@@ -15,7 +15,7 @@
       "burnRateAlerts": {
         "page": {
           "for": "2m",
-          "severity": "critical",
+          "minEvents": 10,
           "windows": [
             {
               "budgetFraction": 0.02,
@@ -31,7 +31,7 @@
         },
         "ticket": {
           "for": "15m",
-          "severity": "warning",
+          "minEvents": 0,
           "windows": [
             {
               "budgetFraction": 0.1,
@@ -88,10 +88,23 @@
       "labels": {
         "team": "api-platform"
       },
-      "minRequestRate": 1.0,
+      "severities": {
+        "budget_exhausted": "warning",
+        "budget_low": "info",
+        "database": "warning",
+        "latency_p99": "warning",
+        "outage": "critical",
+        "page": "critical",
+        "pool": "warning",
+        "slo_config": "warning",
+        "ticket": "warning"
+      },
       "slos": {
         "availability": {
           "description": "Share of API requests answered without a server error (timeouts answer 504 and count).",
+          "jobMatchers": [
+            "job=\"api\""
+          ],
           "objective": 0.999,
           "sli": {
             "events": {
@@ -103,6 +116,9 @@
         },
         "latency": {
           "description": "p99 < 500 ms, expressed as: 99% of API requests complete in under 0.5 s.",
+          "jobMatchers": [
+            "job=\"api\""
+          ],
           "objective": 0.99,
           "sli": {
             "latency": {

@@ -54,7 +54,27 @@
       "panel": 6,
       "uid": "sloguard-api-db-incident"
     },
+    "SloErrorBudgetExhausted": {
+      "panel": 4,
+      "uid": "sloguard-slo-overview"
+    },
+    "SloErrorBudgetLow": {
+      "panel": 4,
+      "uid": "sloguard-slo-overview"
+    },
     "SloHistogramBucketMissing": {
+      "panel": 4,
+      "uid": "sloguard-slo-overview"
+    },
+    "SloHistogramBucketPartial": {
+      "panel": 4,
+      "uid": "sloguard-slo-overview"
+    },
+    "SloMetricAbsent": {
+      "panel": 4,
+      "uid": "sloguard-slo-overview"
+    },
+    "SloTargetDown": {
       "panel": 4,
       "uid": "sloguard-slo-overview"
     }
@@ -76,14 +96,20 @@
     "OLDEST_TRANSACTION_SECONDS": "sloguard_pg_oldest_transaction_seconds",
     "PG_UP": "sloguard_pg_up",
     "PREFIX": "sloguard_pg",
+    "RECORDED_FINGERPRINT_CALLS_5M": "sloguard:pg_fingerprint_calls:rate5m",
+    "RECORDED_FINGERPRINT_MEAN_1H": "sloguard:pg_fingerprint_mean_seconds:rate1h",
+    "RECORDED_FINGERPRINT_MEAN_5M": "sloguard:pg_fingerprint_mean_seconds:rate5m",
+    "RECORDED_FINGERPRINT_MEAN_BASELINE": "sloguard:pg_fingerprint_mean_seconds:baseline",
     "RECORDED_STATEMENT_CALLS_5M": "sloguard:pg_statement_calls:rate5m",
     "RECORDED_STATEMENT_MEAN_5M": "sloguard:pg_statement_mean_seconds:rate5m",
-    "RECORDED_STATEMENT_MEAN_BASELINE": "sloguard:pg_statement_mean_seconds:rate1h_offset5m",
     "RUNBOOK_PATH": "runbooks/high-latency-response.md",
     "SCRAPE_ERRORS": "sloguard_pg_scrape_errors_total",
     "SLI_ERROR_RATIO_PREFIX": "slo:sli_error:ratio_rate",
+    "SLO_ERRORS_INCREASE": "sloguard:slo_errors:increase5m",
+    "SLO_REQUESTS_INCREASE": "sloguard:slo_requests:increase5m",
     "STATEMENT_CALLS": "sloguard_pg_statement_calls_total",
     "STATEMENT_EXEC_SECONDS": "sloguard_pg_statement_exec_seconds_total",
+    "STATEMENT_FINGERPRINT": "sloguard_pg_statement_fingerprint_info",
     "STATEMENT_INFO": "sloguard_pg_statement_info",
     "STATEMENT_MAX_SECONDS": "sloguard_pg_statement_max_exec_seconds",
     "STATEMENT_MEAN_SECONDS": "sloguard_pg_statement_mean_exec_seconds",
@@ -111,7 +137,12 @@
     "PostgresSeqScanLargeTable": "sequential-scans-on-large-tables",
     "PostgresStatementRegression": "slow-statements",
     "PostgresStatementSlow": "slow-statements",
-    "SloHistogramBucketMissing": "slo-error-budget-burn"
+    "SloErrorBudgetExhausted": "slo-error-budget-exhausted",
+    "SloErrorBudgetLow": "slo-error-budget-exhausted",
+    "SloHistogramBucketMissing": "slo-error-budget-burn",
+    "SloHistogramBucketPartial": "slo-histogram-bucket-on-some-series-only",
+    "SloMetricAbsent": "service-outage",
+    "SloTargetDown": "service-outage"
   },
   "sliErrorRatioPrefix": "slo:sli_error:ratio_rate"
 }

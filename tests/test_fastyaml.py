@@ -35,7 +35,7 @@ def test_empty_and_non_string_values_fall_back_to_pyyaml():
 
 @pytest.mark.parametrize("text", [
     fleet_spec_text("checkout", 6, "pg", "28d", "team: 'payments: eu', tier: '1'"),
-    fleet_spec_text("search", 3, objective="90", extra="alerting: {min_request_rate: 0}\n"),
+    fleet_spec_text("search", 3, objective="90"),
 ])
 def test_generated_rule_files_are_pyyaml_bytes(text):
     files = render_all(parse_spec(text, "spec.yaml"))

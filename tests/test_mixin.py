@@ -69,12 +69,15 @@ def alerts(out: dict) -> dict[str, list[dict]]:
     return found
 
 
-# Specs unlike the example: 28d windows, latency-only, integer threshold (le regex "1([.]0*)?"), braces in the
-# description, no request-rate guard, an objective so low that the fast pairs can never fire (skipped), labels.
+# Specs unlike the example: 28d windows, latency SLOs, integer threshold (le regex "1([.]0*)?"), labels, another
+# exporter job; no page guard, an objective so low that the fast pairs can never fire (skipped), other severities.
 OTHER_SPECS = {
     "28d-latency-labels": fleet_spec_text("checkout", 3, "pg-checkout", "28d", "team: payments, tier: '1'",
                                           threshold="1"),
-    "no-guard-low-objective": fleet_spec_text("search", 2, objective="90", extra="alerting: {min_request_rate: 0}\n"),
+    "no-guard-low-objective-severities": fleet_spec_text("search", 2, objective="90", extra=(
+        "alerting:\n  page: {for: 5m, min_events: 0, windows: [{long: 1h, short: 5m, budget_fraction: 0.02}, "
+        "{long: 6h, short: 30m, budget_fraction: 0.05}]}\n  severities: {latency_p99: critical, budget_low: warning, "
+        "outage: warning}\n")),
 }
 
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from sloguard import dashboard_links, names
 from sloguard.dashboards.common import GENERATED_NOTE, TAGS
+from sloguard.rules.common import job_matchers
 from sloguard.spec.model import EventsSLI, Spec
 
 MIXIN_PATH = "mixin.libsonnet"
@@ -40,13 +41,17 @@ def _sli(slo) -> dict:
 
 
 def _tier(tier) -> dict:
-    return {"severity": tier.severity, "for": tier.for_.text,
+    # the tier's severity is severities.page / severities.ticket
+    return {"for": tier.for_.text, "minEvents": tier.min_events,
             "windows": [{"long": w.long.text, "short": w.short.text, "budgetFraction": w.budget_fraction}
                         for w in tier.windows]}
 
 
 def _slo(slo) -> dict:
-    out = {"description": slo.description, "objective": slo.objective, "window": slo.window.text, "sli": _sli(slo)}
+    out = {"description": slo.description, "objective": slo.objective, "window": slo.window.text, "sli": _sli(slo),
+           # the SLI's job matchers, whose `up` says the application is there (SloTargetDown); derived from the
+           # selectors above: set them too when overriding those
+           "jobMatchers": [m.render() for m in job_matchers(slo)]}
     labels = getattr(slo, "labels", None)      # per-SLO labels, where the spec model has them (Sloth, OpenSLO)
     if labels:
         out["labels"] = dict(labels)
@@ -57,8 +62,8 @@ def service_config(spec: Spec) -> dict:
     db = spec.database
     config = {
         "labels": dict(spec.labels),
-        "minRequestRate": spec.alerting.min_request_rate,
         "burnRateAlerts": {"page": _tier(spec.alerting.page), "ticket": _tier(spec.alerting.ticket)},
+        "severities": dict(spec.alerting.severities),
         "slos": {slo.name: _slo(slo) for slo in spec.slos},
         "exporterJob": db.exporter_job,
         "database": {

@@ -22,6 +22,20 @@ local trim(f, digits) = if digits > 0 && f % 10 == 0 then trim(f / 10, digits - 
       if frac[1] == 0 then sign + std.toString(whole)
       else sign + std.toString(whole) + '.' + zeros[frac[1] - std.length(digits)] + digits,
 
+  // Python's round(x): halves go to the even neighbour.
+  roundHalfEven(x)::
+    local f = std.floor(x);
+    if x - f > 0.5 then f + 1 else if x - f < 0.5 then f else if f % 2 == 0 then f else f + 1,
+
+  // 90 -> "1m30s", like sloguard.promql.format_duration (d, h, m, s; never w or y).
+  formatDuration(seconds)::
+    local units = [{ u: 'd', n: 86400 }, { u: 'h', n: 3600 }, { u: 'm', n: 60 }, { u: 's', n: 1 }];
+    local step(acc, unit) =
+      if acc.rest >= unit.n then { rest: acc.rest % unit.n, text: acc.text + std.toString(std.floor(acc.rest / unit.n)) + unit.u }
+      else acc;
+    local out = std.foldl(step, units, { rest: seconds, text: '' }).text;
+    if out == '' then '0s' else out,
+
   // Python's round(x, 12), as the burn factor is rounded before it is compared and printed.
   round12(x):: std.round(x * 1e12) / 1e12,
 

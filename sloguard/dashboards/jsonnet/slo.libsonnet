@@ -1,16 +1,20 @@
-// SLO recording rules (Sloth-compatible names) and multiwindow multi-burn-rate alerts of one service, built from
-// its _config entry. The jsonnet twin of sloguard/rules/slo_recording.py and burn_alerts.py.
+// SLO recording rules (Sloth-compatible names), multiwindow multi-burn-rate alerts, outage, budget and histogram
+// alerts of one service, built from its _config entry. The jsonnet twin of sloguard/rules/slo_recording.py,
+// burn_alerts.py, outage_alerts.py, budget_alerts.py and histogram_alerts.py.
 local links = import 'links.libsonnet';
 local p = import 'promql.libsonnet';
 local names = import '../names.libsonnet';
 
 local ident = ['sloth_id', 'sloth_service', 'sloth_slo'];
 local baseWindow = '5m';
+local periodStep = '5m';  // the period group's interval and the increase it records
+local bucketWindow = '1h';
+local outageMaxFor = 300;
+local lowRemaining = 0.25;
 
 {
   camel(name)::
-    std.join('', [p.capitalize(part) for part in std.split(std.strReplace(name, '_', '-'), '-')
-                  if part != '']),
+    std.join('', [p.capitalize(part) for part in std.split(std.strReplace(name, '_', '-'), '-') if part != '']),
 
   labels(svc, name)::
     svc.labels + std.get(svc.slos[name], 'labels', {})
@@ -28,49 +32,51 @@ local baseWindow = '5m';
     p.inject(p.withSuffix(slo.sli.latency.metric, '_bucket'),
              p.matcher('le', '=~', p.leRegex(slo.sli.latency.threshold))),
 
+  // Requests of a latency SLI, only from series that have the threshold bucket.
+  latencyTotal(slo, fn, window)::
+    'sum(' + fn + '(' + $.totalSelector(slo) + '[' + window + ']) and ignoring (le) '
+    + fn + '(' + $.thresholdBucket(slo) + '[' + window + ']))',
+
   errorBudget(slo):: 1 - slo.objective,
 
-  // Ratio of sums over the window; increase() over the SLO's own period, rate() otherwise.
   errorRatioExpr(slo, window)::
-    local fn = if window == slo.window then 'increase' else 'rate';
-    local total = 'sum(' + fn + '(' + $.totalSelector(slo) + '[' + window + ']))';
+    local total = 'sum(rate(' + $.totalSelector(slo) + '[' + window + ']))';
     if std.objectHas(slo.sli, 'events') then
-      '(sum(' + fn + '(' + slo.sli.events.errors + '[' + window + '])) or vector(0))\n/\n' + total
+      '(sum(rate(' + slo.sli.events.errors + '[' + window + '])) or vector(0))\n/\n' + total
     else
-      '1 - (\n  sum(' + fn + '(' + $.thresholdBucket(slo) + '[' + window + ']))\n  /\n  ' + total + '\n)',
+      '1 - (\n  sum(rate(' + $.thresholdBucket(slo) + '[' + window + ']))\n  /\n  '
+      + $.latencyTotal(slo, 'rate', window) + '\n)',
 
-  tiers(svc):: [svc.burnRateAlerts.page, svc.burnRateAlerts.ticket],
+  tiers(svc):: [{ name: 'page' } + svc.burnRateAlerts.page, { name: 'ticket' } + svc.burnRateAlerts.ticket],
 
-  // 5m, every burn-rate window and the SLO period, shortest first.
+  // 5m and every burn-rate window shorter than the period, shortest first.
   ratioWindows(svc, slo)::
-    local all = [baseWindow, slo.window] + std.flattenArrays([
+    local period = p.durationSeconds(slo.window);
+    local all = [baseWindow] + std.flattenArrays([
       std.flattenArrays([[w.long, w.short] for w in tier.windows]) for tier in $.tiers(svc)
     ]);
-    [d.text for d in std.set([{ s: p.durationSeconds(t), text: t } for t in all], function(d) d.s)],
+    [d.text for d in std.set([{ s: p.durationSeconds(t), text: t } for t in all], function(d) d.s) if d.s < period],
 
   recordings(svc, name, slo)::
     local labels = $.labels(svc, name);
     local sel = $.ident(svc, name);
     local on = 'on (sloth_id, sloth_slo, sloth_service) group_left';
-    local seconds = p.durationSeconds(slo.window);
     [
       { record: $.ratioMetric(w), expr: $.errorRatioExpr(slo, w), labels: labels { sloth_window: w } }
       for w in $.ratioWindows(svc, slo)
     ] + [
       { record: 'slo:objective:ratio', expr: 'vector(' + p.fmtNumber(slo.objective) + ')', labels: labels },
       { record: 'slo:error_budget:ratio', expr: 'vector(' + p.fmtNumber($.errorBudget(slo)) + ')', labels: labels },
-      { record: 'slo:time_period:days', expr: 'vector(' + p.fmtNumber(seconds / 86400) + ')', labels: labels },
+      {
+        record: 'slo:time_period:days',
+        expr: 'vector(' + p.fmtNumber(p.durationSeconds(slo.window) / 86400) + ')',
+        labels: labels,
+      },
       {
         record: 'slo:current_burn_rate:ratio',
         expr: $.ratioMetric(baseWindow) + sel + '\n/ ' + on + '\nslo:error_budget:ratio' + sel,
         labels: labels,
       },
-      {
-        record: 'slo:period_burn_rate:ratio',
-        expr: $.ratioMetric(slo.window) + sel + '\n/ ' + on + '\nslo:error_budget:ratio' + sel,
-        labels: labels,
-      },
-      { record: 'slo:period_error_budget_remaining:ratio', expr: '1 - slo:period_burn_rate:ratio' + sel, labels: labels },
       {
         record: 'sloth_slo_info',
         expr: 'vector(1)',
@@ -83,14 +89,47 @@ local baseWindow = '5m';
       },
     ],
 
+  // The period ratio from recorded 5m increases, in a group evaluated every 5m.
+  periodRecordings(svc, name, slo)::
+    local labels = $.labels(svc, name);
+    local sel = $.ident(svc, name);
+    local on = 'on (sloth_id, sloth_slo, sloth_service) group_left';
+    local m = names.metrics;
+    local requests =
+      if std.objectHas(slo.sli, 'events') then 'sum(increase(' + $.totalSelector(slo) + '[' + periodStep + ']))'
+      else $.latencyTotal(slo, 'increase', periodStep);
+    local errors =
+      if std.objectHas(slo.sli, 'events') then 'sum(increase(' + slo.sli.events.errors + '[' + periodStep + '])) or vector(0)'
+      else requests + '\n-\nsum(increase(' + $.thresholdBucket(slo) + '[' + periodStep + ']))';
+    [
+      { record: m.SLO_REQUESTS_INCREASE, expr: requests, labels: labels },
+      { record: m.SLO_ERRORS_INCREASE, expr: errors, labels: labels },
+      {
+        record: $.ratioMetric(slo.window),
+        expr: 'sum_over_time(' + m.SLO_ERRORS_INCREASE + sel + '[' + slo.window + '])\n/\n'
+              + 'sum_over_time(' + m.SLO_REQUESTS_INCREASE + sel + '[' + slo.window + '])',
+        labels: labels { sloth_window: slo.window },
+      },
+      {
+        record: 'slo:period_burn_rate:ratio',
+        expr: $.ratioMetric(slo.window) + sel + '\n/ ' + on + '\nslo:error_budget:ratio' + sel,
+        labels: labels,
+      },
+      { record: 'slo:period_error_budget_remaining:ratio', expr: '1 - slo:period_burn_rate:ratio' + sel, labels: labels },
+    ],
+
   // factor = budget_fraction * period / long window; a pair whose threshold reaches 100% errors is left out.
   burnPairs(svc, slo)::
     local seconds = p.durationSeconds(slo.window);
+    local budget = $.errorBudget(slo);
     [
-      { tier: tier, window: w, factor: p.round12(w.budgetFraction * seconds / p.durationSeconds(w.long)) }
-      for tier in $.tiers(svc)
-      for w in tier.windows
-      if p.round12(w.budgetFraction * seconds / p.durationSeconds(w.long)) * $.errorBudget(slo) < 1
+      pair
+      for pair in [
+        { tier: tier, window: w, factor: p.round12(w.budgetFraction * seconds / p.durationSeconds(w.long)) }
+        for tier in $.tiers(svc)
+        for w in tier.windows
+      ]
+      if pair.factor * budget < 1
     ],
 
   burnAlerts(svc, linkCfg, name, slo)::
@@ -104,9 +143,10 @@ local baseWindow = '5m';
       local w = pair.window;
       local factor = p.fmtNumber(pair.factor);
       local limit = '(' + factor + ' * ' + budget + ')';
+      local minEvents = std.get(pair.tier, 'minEvents', 0);
       local guard =
-        if svc.minRequestRate > 0 then
-          '\nand on ()\nsum(rate(' + $.totalSelector(slo) + '[' + w.long + '])) >= ' + p.fmtNumber(svc.minRequestRate)
+        if minEvents > 0 then
+          '\nand on ()\nsum(increase(' + $.totalSelector(slo) + '[' + w.short + '])) >= ' + minEvents
         else '';
       {
         alert: alert,
@@ -114,8 +154,8 @@ local baseWindow = '5m';
               + 'max without (sloth_window) (' + $.ratioMetric(w.short) + sel + ' > ' + limit + ')' + guard,
         'for': pair.tier['for'],
         labels: labels {
-          severity: pair.tier.severity,
-          sloth_severity: if pair.tier.severity == 'critical' then 'page' else 'ticket',
+          severity: svc.severities[pair.tier.name],
+          sloth_severity: pair.tier.name,
           burn_window: w.long + '/' + w.short,
         },
         annotations: {
@@ -131,34 +171,136 @@ local baseWindow = '5m';
       for pair in $.burnPairs(svc, slo)
     ],
 
-  // A latency SLO whose threshold is no bucket boundary has no ratio and no burn-rate alert: say so.
-  bucketMissingAlert(svc, linkCfg, name, slo)::
-    local alert = 'SloHistogramBucketMissing';
-    local threshold = p.fmtNumber(slo.sli.latency.threshold);
-    if !std.objectHas(slo.sli, 'latency') then [] else [{
-      alert: alert,
-      expr: 'sum(rate(' + $.totalSelector(slo) + '[1h])) > 0\nunless on ()\nsum(rate(' + $.thresholdBucket(slo) + '[1h]))',
-      'for': '10m',
-      labels: $.labels(svc, name) { severity: 'warning' },
+  // Absent traffic pages as the fastest page pair would at 100% errors, plus its `for`; 1m to 5m.
+  outageForSeconds(svc, slo)::
+    local page = svc.burnRateAlerts.page;
+    local fastest = std.sort(page.windows, function(w) p.durationSeconds(w.long))[0];
+    local seconds = fastest.budgetFraction * p.durationSeconds(slo.window) * $.errorBudget(slo)
+                    + p.durationSeconds(page['for']);
+    std.min(outageMaxFor, std.max(60, p.roundHalfEven(seconds / 60) * 60)),
+
+  metricAbsentAlert(svc, linkCfg, name, slo)::
+    local total = $.totalSelector(slo);
+    local forText = p.formatDuration($.outageForSeconds(svc, slo));
+    [{
+      alert: 'SloMetricAbsent',
+      expr: 'absent(' + total + ')',
+      'for': forText,
+      labels: $.labels(svc, name) { severity: svc.severities.outage },
       annotations: {
-        summary: 'The ' + name + ' SLO of ' + svc.service + ' cannot be computed: no histogram bucket at '
-                 + threshold + 's.',
-        description: p.templateSafe(slo.sli.latency.metric) + ' serves {{ $value | humanize }} requests/s but has no '
-                     + 'bucket with le="' + threshold + '", the SLO threshold: the ' + name + ' error ratio and its '
-                     + 'burn-rate alerts are absent, not healthy. Set the threshold in the spec to one of the '
-                     + "histogram's bucket boundaries, or add this boundary to the application's buckets.",
-      } + links.annotations(linkCfg, alert),
+        summary: 'The ' + name + ' SLO of ' + svc.service + ' has no traffic series at all.',
+        description: 'No series matches ' + p.templateSafe(total) + ' for ' + forText + ': the application '
+                     + 'stopped exporting (process dead, target gone from service discovery, metric renamed), so the '
+                     + name + ' error ratio and its burn-rate alerts are absent, not healthy.',
+      } + links.annotations(linkCfg, 'SloMetricAbsent'),
     }],
 
-  groups(svc, linkCfg):: {
-    recordings: std.flattenArrays([
-      p.chunked('sloguard-slo-' + svc.service + '-' + name + '-recordings', $.recordings(svc, name, svc.slos[name]))
+  budgetAlerts(svc, linkCfg, name, slo)::
+    local remaining = 'slo:period_error_budget_remaining:ratio' + $.ident(svc, name);
+    local period = slo.window;
+    local labels = $.labels(svc, name);
+    [
+      {
+        alert: 'SloErrorBudgetExhausted',
+        expr: remaining + ' < 0',
+        'for': '5m',
+        labels: labels { severity: svc.severities.budget_exhausted },
+        annotations: {
+          summary: 'The ' + name + ' SLO of ' + svc.service + ' has spent its whole ' + period + ' error budget.',
+          description: '{{ $value | humanizePercentage }} of the ' + period + ' error budget is left: the objective '
+                       + 'is missed for the period. Reliability work before features, per the error budget policy.',
+        } + links.annotations(linkCfg, 'SloErrorBudgetExhausted'),
+      },
+      {
+        alert: 'SloErrorBudgetLow',
+        expr: remaining + ' < ' + p.fmtNumber(lowRemaining) + ' >= 0',
+        'for': '5m',
+        labels: labels { severity: svc.severities.budget_low },
+        annotations: {
+          summary: 'The ' + name + ' SLO of ' + svc.service + ' has less than ' + p.fmtNumber(lowRemaining * 100)
+                   + '% of its ' + period + ' error budget left.',
+          description: '{{ $value | humanizePercentage }} of the ' + period + ' error budget is left.',
+        } + links.annotations(linkCfg, 'SloErrorBudgetLow'),
+      },
+    ],
+
+  // A latency SLO's threshold bucket missing everywhere (no ratio) or on some series only (ratio leaves them out).
+  histogramAlerts(svc, linkCfg, name, slo)::
+    if !std.objectHas(slo.sli, 'latency') then [] else
+      local threshold = p.fmtNumber(slo.sli.latency.threshold);
+      local metric = p.templateSafe(slo.sli.latency.metric);
+      local count = 'rate(' + $.totalSelector(slo) + '[' + bucketWindow + '])';
+      local bucket = 'rate(' + $.thresholdBucket(slo) + '[' + bucketWindow + '])';
+      local labels = $.labels(svc, name) { severity: svc.severities.slo_config };
+      [
+        {
+          alert: 'SloHistogramBucketMissing',
+          expr: 'sum(' + count + ') > 0\nunless on ()\nsum(' + bucket + ')',
+          'for': '10m',
+          labels: labels,
+          annotations: {
+            summary: 'The ' + name + ' SLO of ' + svc.service + ' cannot be computed: no histogram bucket at '
+                     + threshold + 's.',
+            description: metric + ' serves {{ $value | humanize }} requests/s but has no bucket with le="' + threshold
+                         + '", the SLO threshold: the ' + name + ' error ratio and its burn-rate alerts are absent, '
+                         + 'not healthy. Set the threshold in the spec to one of the '
+                         + "histogram's bucket boundaries, or add this boundary to the application's buckets.",
+          } + links.annotations(linkCfg, 'SloHistogramBucketMissing'),
+        },
+        {
+          alert: 'SloHistogramBucketPartial',
+          expr: 'sum by (job, instance) (' + count + ' unless ignoring (le) ' + bucket + ') > 0\n'
+                + 'and on ()\nsum(' + bucket + ') > 0',
+          'for': '10m',
+          labels: labels,
+          annotations: {
+            summary: 'Part of the ' + name + " SLO's traffic has no histogram bucket at " + threshold + 's.',
+            description: '{{ $labels.instance }} (job {{ $labels.job }}) serves {{ $value | humanize }} requests/s of '
+                         + metric + ' without a bucket at le="' + threshold + '", while other series have it: the '
+                         + name + " ratio leaves those requests out. Align the application's buckets "
+                         + '(a deploy half rolled out?).',
+          } + links.annotations(linkCfg, 'SloHistogramBucketPartial'),
+        },
+      ],
+
+  // One alert per distinct `job` matcher of the SLIs (config: each SLO's jobMatchers): all its targets down.
+  targetDownAlerts(svc, linkCfg)::
+    local found = std.flattenArrays([
+      [{ key: m, seconds: $.outageForSeconds(svc, svc.slos[name]) } for m in std.get(svc.slos[name], 'jobMatchers', [])]
       for name in std.objectFields(svc.slos)
-    ]),
-    alerts: std.flattenArrays([
-      p.chunked('sloguard-slo-' + svc.service + '-' + name + '-alerts',
-                $.burnAlerts(svc, linkCfg, name, svc.slos[name]) + $.bucketMissingAlert(svc, linkCfg, name, svc.slos[name]))
-      for name in std.objectFields(svc.slos)
-    ]),
-  },
+    ]);
+    local keys = std.set([f.key for f in found]);
+    [
+      local seconds = std.foldl(std.min, [f.seconds for f in found if f.key == key], outageMaxFor);
+      {
+        alert: 'SloTargetDown',
+        expr: 'max by (job) (up{' + key + '}) == 0',
+        'for': p.formatDuration(seconds),
+        labels: svc.labels { sloth_service: svc.service, severity: svc.severities.outage },
+        annotations: {
+          summary: 'Every scrape target of ' + svc.service + ' is down.',
+          description: 'Prometheus cannot scrape any target of job {{ $labels.job }}: the application is down or '
+                       + 'unreachable, and the SLOs of ' + svc.service + ' have no data to burn.',
+        } + links.annotations(linkCfg, 'SloTargetDown'),
+      }
+      for key in keys
+    ],
+
+  groups(svc, linkCfg)::
+    local prefix(name) = 'sloguard-slo-' + svc.service + '-' + name;
+    {
+      recordings: std.flattenArrays([
+        p.chunked(prefix(name) + '-recordings', $.recordings(svc, name, svc.slos[name]))
+        + [g { interval: periodStep } for g in p.chunked(prefix(name) + '-period',
+                                                           $.periodRecordings(svc, name, svc.slos[name]))]
+        for name in std.objectFields(svc.slos)
+      ]),
+      alerts: std.flattenArrays([
+        local slo = svc.slos[name];
+        p.chunked(prefix(name) + '-alerts',
+                  $.burnAlerts(svc, linkCfg, name, slo) + $.metricAbsentAlert(svc, linkCfg, name, slo)
+                  + $.budgetAlerts(svc, linkCfg, name, slo) + $.histogramAlerts(svc, linkCfg, name, slo))
+        for name in std.objectFields(svc.slos)
+      ]) + p.chunked('sloguard-' + svc.service + '-outage-alerts', $.targetDownAlerts(svc, linkCfg)),
+    },
 }
