@@ -169,12 +169,14 @@ def test_variables_follow_the_linter_conventions(dashboards):
 def test_every_target_is_scoped_by_the_variables(dashboards):
     """Overview: every query reads the selected service and SLO; incident: every exporter query reads $job and
     $instance (dashboard-linter target-job/instance rules), ALERTS included."""
-    for _, panel in [(0, p) for p in iter_panels(dashboards[SLO_OVERVIEW_UID]) if p["type"] != "row"]:
+    overview = dashboards[SLO_OVERVIEW_UID]
+    for panel in [p for p in iter_panels(overview) if p["type"] != "row"]:
         for target in panel["targets"]:
-            if target["expr"].startswith("vector("):
-                continue
-            for metric in re.findall(r"((?:slo:|ALERTS|sloth_)[\w:]*)\{([^}]*)\}", target["expr"]):
-                assert 'sloth_service=~"$service"' in metric[1] and 'sloth_slo=~"$slo"' in metric[1], target
+            for metric, matchers in re.findall(r"((?:slo:|ALERTS|sloth_)[\w:]*)\{([^}]*)\}", target["expr"]):
+                assert 'sloth_service=~"$service"' in matchers, (panel["title"], target["expr"])
+                # service-wide alerts (SloTargetDown) have no sloth_slo: only the firing-by-severity panel counts them
+                if not (metric == "ALERTS" and panel["id"] == ov.P.FIRING):
+                    assert 'sloth_slo=~"$slo"' in matchers, (panel["title"], target["expr"])
     incident = dashboards[INCIDENT_UID]
     exprs = [t["expr"] for p in iter_panels(incident) for t in p.get("targets", [])]
     exprs += [a["expr"] for a in incident["annotations"]["list"]]
@@ -461,6 +463,8 @@ def test_overview_panels_compute_burn_rate_threshold_and_exhaustion(dashboards, 
               + _recorded_slo("shop", "checkout", 28, 0.01, 0.25, {"5m": 0.01, "1h": 0.03}))
     series.append({"series": 'ALERTS{alertname="CheckoutErrorBudgetBurn",alertstate="firing",severity="critical",'
                              'burn_window="1h/5m",sloth_service="shop",sloth_slo="checkout"}', "values": "1+0x40"})
+    series.append({"series": 'ALERTS{alertname="SloTargetDown",alertstate="firing",severity="critical",'
+                             'sloth_service="shop",job="shop"}', "values": "1+0x40"})
     api = '{sloth_service="api",sloth_slo="availability"}'
     shop = '{sloth_service="shop",sloth_slo="checkout"}'
     both = {"service": ".+"}
@@ -485,8 +489,8 @@ def test_overview_panels_compute_burn_rate_threshold_and_exhaustion(dashboards, 
         # ALERTS scoped: shop's page fires, the api overview shows 0, the fleet view shows it
         {"expr": _panel_expr(overview, page.FIRING), "eval_time": "5m",
          "exp_samples": [{"labels": "{}", "value": 0}]},
-        {"expr": _panel_expr(overview, page.FIRING, **both), "eval_time": "5m",
-         "exp_samples": [{"labels": '{severity="critical"}', "value": 1}]},
+        {"expr": _panel_expr(overview, page.FIRING, **both), "eval_time": "5m",        # the outage counts too
+         "exp_samples": [{"labels": '{severity="critical"}', "value": 2}]},
         {"expr": _panel_expr(overview, page.TABLE, "E", **both), "eval_time": "5m",
          "exp_samples": [{"labels": shop, "value": 1}, {"labels": api, "value": 0}]},
     ]

@@ -33,6 +33,8 @@ PERIOD_BURN_RATE = "slo:period_burn_rate:ratio"
 BUDGET_REMAINING = "slo:period_error_budget_remaining:ratio"
 SLO_INFO = "sloth_slo_info"
 FIRING_SLO_ALERTS = f'ALERTS{{alertstate="firing",{SEL}}}'
+# the selected services' alerts, those about a whole service too (SloTargetDown has no sloth_slo)
+FIRING_SERVICE_ALERTS = f'ALERTS{{alertstate="firing",sloth_service=~"${SERVICE_VAR}"}}'
 BASE_WINDOW = "5m"
 
 
@@ -125,9 +127,9 @@ def summary_panels(specs: Sequence[Spec], y: int) -> list:
         c.gridpos(0, y + 9, 16, 9), overrides=[_dashed("B")])
     firing = c.stat(
         P.FIRING, "Firing SLO alerts by severity",
-        "Burn-rate and SLO configuration alerts of the selected services and SLOs, firing now (0 when none). "
-        "Bad: any non-zero value; critical pages, warning opens a ticket.",
-        c.UNIT_COUNT, [c.target(f"count by (severity) ({FIRING_SLO_ALERTS}) or on() vector(0)", "{{severity}}")],
+        "Alerts of the selected services firing now (burn rate, budget, outage, SLO configuration), 0 when "
+        "none. Bad: any non-zero value; critical pages, warning opens a ticket, info is for the next review.",
+        c.UNIT_COUNT, [c.target(f"count by (severity) ({FIRING_SERVICE_ALERTS}) or on() vector(0)", "{{severity}}")],
         c.gridpos(16, y + 9, 8, 9), c.threshold_steps(1.0))
     return [c.row(P.ROW_SUMMARY, "Selected SLOs", y), table, burn, firing]
 
@@ -212,7 +214,7 @@ def slo_row(specs: Sequence[Spec], y: int) -> list:
 def firing_alerts_annotation() -> dict:
     return {
         "datasource": c.DATASOURCE, "enable": True, "iconColor": "red", "name": "SLO alerts",
-        "expr": FIRING_SLO_ALERTS, "step": "1m", "titleFormat": "{{alertname}} {{burn_window}}",
+        "expr": FIRING_SERVICE_ALERTS, "step": "1m", "titleFormat": "{{alertname}} {{burn_window}}",
         "textFormat": "{{sloth_service}} / {{sloth_slo}}, severity {{severity}}", "tagKeys": "severity",
         "useValueForTime": False,
     }
