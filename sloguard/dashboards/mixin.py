@@ -119,10 +119,31 @@ def names_data() -> dict:
     }
 
 
-def _data_file(what: str, data: dict, wrap: str = "{}") -> str:
+def _data_file(what: str, data: dict) -> str:
     # One JSON value (jsonnet is a superset of JSON): sorted, indented, byte-stable.
     body = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False)
-    return f"// {GENERATED_NOTE}\n// {what}\n{wrap.format(body)}\n"
+    return f"// {GENERATED_NOTE}\n// {what}\n{body}\n"
+
+
+def _line(value) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)   # no indent: the C encoder
+
+
+def config_libsonnet(config: dict) -> str:
+    """`{ _config+:: {...} }` with one SLO per line: a spec edit is a one-line diff, and 1,000 SLOs are written
+    by the C JSON encoder (an indented dump is the pure-Python one, 10x slower)."""
+    out = [f"// {GENERATED_NOTE}", "// _config from the spec: override any field with _config+:: { ... }",
+           "{", "  _config+:: {"]
+    out += [f"    {_line(k)}: {_line(v)}," for k, v in sorted(config.items()) if k != "services"]
+    out.append('    "services": {')
+    for name, service in sorted(config["services"].items()):
+        out.append(f"      {_line(name)}: {{")
+        out += [f"        {_line(k)}: {_line(v)}," for k, v in sorted(service.items()) if k != "slos"]
+        out.append('        "slos": {')
+        out += [f"          {_line(slo)}: {_line(v)}," for slo, v in sorted(service["slos"].items())]
+        out += ["        },", "      },"]
+    out += ["    },", "  },", "}"]
+    return "\n".join(out) + "\n"
 
 
 def mixin_libsonnet(dashboards: dict[str, str | None]) -> str:
@@ -160,8 +181,7 @@ def render(specs: Sequence[Spec], rendered: dict[str, str], dashboard_paths: lis
 
     per_service = {dashboard_path(uid): service for service, uid in incident_uids(specs).items()}
     dashboards = {path: per_service.get(path) for path in dashboard_paths}
-    config = _data_file("_config from the spec: override any field with _config+:: { ... }",
-                        default_config(specs), "{{ _config+:: {} }}")
+    config = config_libsonnet(default_config(specs))
     return {
         MIXIN_PATH: mixin_libsonnet(dashboards),
         CONFIG_PATH: config,
