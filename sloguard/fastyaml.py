@@ -18,6 +18,8 @@ STR_TAG = "tag:yaml.org,2002:str"
 # ASCII only. Whether it would read back as a string (not a number, bool, null, date) is asked separately.
 _PLAIN = re.compile(r"[A-Za-z0-9_/(.][ -~]*")
 _PLAIN_BAD = re.compile(r": | #|:$|\s$")
+_INDICATORS = set("#,[]{}&*!|>'\"%@`")
+_NOT_PLAIN = re.compile(r": | #|:$")
 _LITERAL_LINE = re.compile(r"[ -~]*")          # printable ASCII, tabs excluded (PyYAML may choose another style)
 _resolver = yaml.resolver.Resolver()
 WHOLE_DOCUMENT = "\1"
@@ -49,6 +51,13 @@ class Writer:
                 and not value.startswith(("---", "..."))
                 and _resolver.resolve(yaml.ScalarNode, value, (True, False)) == STR_TAG):
             return value
+        if ("\n" not in value and value and _LITERAL_LINE.fullmatch(value) and not value.startswith(" ")
+                and not value.endswith(" ")
+                and (value[0] in _INDICATORS or _NOT_PLAIN.search(value)
+                     or _resolver.resolve(yaml.ScalarNode, value, (True, False)) != STR_TAG)):
+            # printable, one line, certainly not plain (an indicator first, `: `, ` #`, a trailing `:`, or it
+            # would read back as a number, bool, null or date): single-quoted
+            return "'" + value.replace("'", "''") + "'"
         if "\n" in value and not value.startswith((" ", "\n")) and not value.endswith(("\n\n", " ")):
             # multi-line PromQL: a literal block, clipped (|) or stripped (|-) of its final newline
             lines = value.split("\n")

@@ -13,6 +13,7 @@ AWKWARD = [
     "", " ", "a", "on", "yes", "No", "null", "~", "=", "<<", "1", "0.5", "99.9", "1e3", "0x1f", "2024-01-15",
     "12:30", "-", "- x", "-x", "?", "? x", ":", "a: b", "a:b", "a #b", "a#b", "#a", "a ", " a", "---", "...x",
     "'quoted'", '"double"', "it's", "{{ $value }} x", "[a]", "*ref", "&anchor", "!tag", "|", ">", "%x", "@x", "`x",
+    "x: 'y'", "True", "{{ $value }}: x", "ab:", "a #b: c", "%x: y", "12.5e3", "0o17", "2024-01-15 10:00:00",
     "tab\there", "ünïcode", "emoji 🙂", "line\nbreak", "line\nbreak\n", "line\n\nbreak\n\n", "trailing \nspace",
     "  indented\nfirst", "a\n  b\nc", "x\u0085y", "ctrl\x07", "http://localhost:3000/d/x?viewPanel=4",
     'sum(rate(x{job="api",code=~"5.."}[5m])) > 0.5', "1h/5m", "5m", "30d", "sloguard:pg_statement:rate5m",
