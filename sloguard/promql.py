@@ -176,12 +176,14 @@ def parse_selector(text: str) -> Selector:
     return Selector(metric, tuple(matchers))
 
 
+@lru_cache(maxsize=16384)
 def with_suffix(selector: str, suffix: str) -> str:
     """http_request_duration_seconds{job="api"} + _bucket -> http_request_duration_seconds_bucket{job="api"}."""
     sel = parse_selector(selector)
     return Selector(sel.metric + suffix, sel.matchers).render()
 
 
+@lru_cache(maxsize=16384)
 def inject(selector: str, *matchers: Matcher) -> str:
     """Add label matchers to a selector (replacing any matcher on the same label)."""
     sel = parse_selector(selector)
