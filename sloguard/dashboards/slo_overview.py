@@ -46,6 +46,7 @@ class P:
     TABLE = 2
     FIRING = 3
     BURN_SUMMARY = panel_for(BURN_RATE_ALERT_SUFFIX)[1]
+    BUDGET_SUMMARY = 5
     ROW_SLO = 10
     SLI_VS_OBJECTIVE = 11
     BUDGET_BURN_DOWN = 12
@@ -109,14 +110,14 @@ def summary_panels(specs: Sequence[Spec], y: int) -> list:
          # 0, not an empty cell, for an SLO with nothing firing
          c.target(f"count by ({BY}) ({FIRING_SLO_ALERTS}) or {recorded(OBJECTIVE)} * 0", ref="E", instant=True,
                   table=True)],
-        c.gridpos(0, y + 1, 24, 8),
+        c.gridpos(0, y + 1, 16, 8),
         {"sloth_service": "service", "sloth_slo": "SLO", "Value #A": "objective",
          "Value #B": "budget remaining", "Value #C": "period burn rate", "Value #D": "burn rate 5m",
          "Value #E": "firing alerts"},
         {"objective": c.UNIT_PERCENT, "budget remaining": c.UNIT_PERCENT, "period burn rate": c.UNIT_COUNT,
          "burn rate 5m": c.UNIT_COUNT, "firing alerts": c.UNIT_COUNT}, sort_by="period burn rate")
     burn = c.timeseries(
-        P.BURN_SUMMARY, f"Burn rate of the selected SLOs over {first.long.text}",
+        P.BURN_SUMMARY, f"Burn rate of every SLO over {first.long.text}",
         f"Error ratio over {first.long.text} divided by each SLO's recorded error budget, with each SLO's "
         f"{pair} page threshold (budget_fraction x period / {first.long.text}, from its recorded period). Every "
         f"burn-rate alert links here. Bad: a line above its threshold (the page also needs the "
@@ -131,7 +132,13 @@ def summary_panels(specs: Sequence[Spec], y: int) -> list:
         "none. Bad: any non-zero value; critical pages, warning opens a ticket, info is for the next review.",
         c.UNIT_COUNT, [c.target(f"count by (severity) ({FIRING_SERVICE_ALERTS}) or on() vector(0)", "{{severity}}")],
         c.gridpos(16, y + 9, 8, 9), c.threshold_steps(1.0))
-    return [c.row(P.ROW_SUMMARY, "Selected SLOs", y), table, burn, firing]
+    budget = c.stat(
+        P.BUDGET_SUMMARY, "Error budget remaining per SLO",
+        "Share of each selected SLO's error budget left over its period, from its recording rules. Bad: under 25% "
+        "(freeze risky changes); at or under 0% the SLO is missed for the period.",
+        c.UNIT_PERCENT, [c.target(recorded(BUDGET_REMAINING), LEGEND)], c.gridpos(16, y + 1, 8, 8),
+        c.steps((c.RED, None), (c.ORANGE, 0.0), (c.GREEN, 0.25)), decimals=1)
+    return [c.row(P.ROW_SUMMARY, "Selected SLOs", y), table, budget, burn, firing]
 
 
 def _dashed(ref: str) -> dict:
