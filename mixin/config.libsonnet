@@ -10,7 +10,7 @@
     "runbookUrl": "https://github.com/sloguard/sloguard/blob/main/runbooks/high-latency-response.md",
     "services": {
       "api": {
-        "burnRateAlerts": {"page": {"for": "2m", "minEvents": 10, "windows": [{"budgetFraction": 0.02, "long": "1h", "short": "5m"}, {"budgetFraction": 0.05, "long": "6h", "short": "30m"}]}, "ticket": {"for": "15m", "minEvents": 0, "windows": [{"budgetFraction": 0.1, "long": "1d", "short": "2h"}, {"budgetFraction": 0.1, "long": "3d", "short": "6h"}]}},
+        "burnRateAlerts": {"page": {"for": "1m", "minEvents": 10, "windows": [{"budgetFraction": 0.02, "long": "1h", "short": "5m"}, {"budgetFraction": 0.05, "long": "6h", "short": "30m"}]}, "ticket": {"for": "15m", "minEvents": 0, "windows": [{"budgetFraction": 0.1, "long": "1d", "short": "2h"}, {"budgetFraction": 0.1, "long": "3d", "short": "6h"}]}},
         "database": {"connections": {"for": "2m", "saturationRatio": 0.8}, "latencyP99": {"for": "2m", "metric": "http_request_duration_seconds{job=\"api\"}", "threshold": 0.5}, "lockWaits": {"for": "2m", "maxWaitingSessions": 5}, "longTransactions": {"for": "1m", "maxSeconds": 300.0}, "pool": {"for": "1m", "inUse": "db_pool_connections_in_use{job=\"api\"}", "max": "db_pool_connections_max{job=\"api\"}", "maxWaiting": 5.0, "saturationRatio": 0.9, "waiting": "db_pool_waiting_requests{job=\"api\"}"}, "seqScans": {"for": "2m", "minLiveRows": 100000, "rowsReadPerSecond": 1000000.0}, "slowStatements": {"for": "2m", "meanSeconds": 0.1, "minCallsPerSecond": 0.5, "regressionFactor": 5.0}},
         "exporterJob": "sloguard-pg-exporter",
         "labels": {"team": "api-platform"},

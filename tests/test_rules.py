@@ -299,6 +299,45 @@ def test_replay_detection_table_matches_its_assertions():
         assert full_fires - 1 in full_silent.get(key, set()), f"{name}: full history does not assert silence before"
 
 
+PAGE_ROW = re.compile(r"^#\s+(\d+[sm])\s+(\d\d):(\d\d) \((\d+) min\)\s+(\d\d):(\d\d) \((\d+) min\)(\s+<- the spec's)?$", re.M)
+
+
+def _first_critical(path: str, offset: int = 0) -> tuple[int, set[int]]:
+    """(first minute from 14:31 where the file asserts a critical alert firing, minutes asserted without one)."""
+    with open(path, encoding="utf-8") as fh:
+        cases = yaml.safe_load(fh)["tests"][0]["alert_rule_test"]
+    paging, quiet = set(), set()
+    by_minute: dict[int, list] = {}
+    for case in cases:
+        by_minute.setdefault(_minutes(str(case["eval_time"])) - offset, []).append(case)
+    for minute, at in by_minute.items():
+        if any(c["exp_labels"].get("severity") == "critical" for case in at for c in case.get("exp_alerts") or []):
+            paging.add(minute)
+        elif {case["alertname"] for case in at} >= {"AvailabilityErrorBudgetBurn", "LatencyErrorBudgetBurn"}:
+            quiet.add(minute)
+    return min(m for m in paging if m >= MIGRATION_MIN), quiet
+
+
+def test_replay_pages_within_3_minutes_and_the_time_to_page_table_says_so():
+    """Issue 10: only burn-rate pairs and outages page now; the replay must still page within 3 min of 14:31. The
+    header's time-to-page table (page `for:` variants) is checked against what the replays assert for the spec's."""
+    with open(REPLAY, encoding="utf-8") as fh:
+        rows = PAGE_ROW.findall(fh.read())
+    assert len(rows) >= 3, "no time-to-page table in the replay header"
+    spec_rows = [r for r in rows if r[7]]
+    assert len(spec_rows) == 1
+    _for, hh, mm, ttd, fhh, fmm, fttd, _ = spec_rows[0]
+    first, quiet = _first_critical(REPLAY)
+    assert first == _clock(hh, mm) and first - MIGRATION_MIN == int(ttd) <= 3
+    assert first - 1 in quiet, "the replay must assert that nothing pages the minute before"
+    full_first, full_quiet = _first_critical(FULL_HISTORY, FULL_HISTORY_OFFSET_MIN)
+    assert full_first == _clock(fhh, fmm) and full_first - MIGRATION_MIN == int(fttd)
+    assert full_first - 1 in full_quiet
+    # a shorter `for:` pages sooner, minute for minute
+    ttds = [int(r[3]) for r in rows]
+    assert ttds == sorted(ttds)
+
+
 @pytest.mark.slow
 def test_full_history_replay_passes_promtool():
     """The 3-days-of-history replay is outside tests/promtool (about a minute of promtool): run it here."""

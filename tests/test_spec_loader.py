@@ -289,7 +289,7 @@ def test_defaults_apply_when_alerting_is_omitted():
     spec = parse_spec(text)
     page = spec.alerting.page
     assert [(w.long.text, w.short.text, w.budget_fraction) for w in page.windows] == [("1h", "5m", 0.02), ("6h", "30m", 0.05)]
-    assert page.for_.text == "2m" and spec.alerting.ticket.for_.text == "15m"
+    assert page.for_.text == "1m" and spec.alerting.ticket.for_.text == "15m"
     assert page.min_events == 10 and spec.alerting.ticket.min_events == 0
     assert page.severity == "critical" and spec.alerting.severities["latency_p99"] == "warning"
     assert spec.database.connections.saturation_ratio == 0.8

@@ -26,6 +26,9 @@ def outage_for_seconds(spec: model.Spec, slo: model.SLO) -> int:
 def build_metric_absent_alert(spec: model.Spec, slo: model.SLO) -> list[dict]:
     total = total_selector(slo)
     for_ = promql.format_duration(outage_for_seconds(spec, slo))
+    # absent() keeps the selector's equality matchers as labels: name the job when the selector has one
+    has_job = any(m.name == "job" and m.op == "=" for m in promql.parse_selector(total).matchers)
+    who = "the application (job {{ $labels.job }})" if has_job else "the application ({{ $value }} selector absent)"
     return [{
         "alert": METRIC_ABSENT_ALERT,
         "expr": f"absent({total})",
@@ -34,7 +37,7 @@ def build_metric_absent_alert(spec: model.Spec, slo: model.SLO) -> list[dict]:
         "annotations": {
             "summary": f"The {slo.name} SLO of {spec.service} has no traffic series at all.",
             "description": (
-                f"No series matches {template_safe(total)} for {for_}: the application "
+                f"No series matches {template_safe(total)} for {for_}: {who} "
                 f"stopped exporting (process dead, target gone from service discovery, metric renamed), so the "
                 f"{slo.name} error ratio and its burn-rate alerts are absent, not healthy."),
             **link_annotations(spec, METRIC_ABSENT_ALERT),

@@ -20,9 +20,10 @@ from sloguard.rules.common import (
 from sloguard.spec import model
 
 BASE_WINDOW = "5m"   # current burn rate, and the shortest ratio Sloth dashboards read
-# The period group's interval and the increase it records are the same 5m, so consecutive increases tile the
-# period. Were the group evaluated more often (promtool unit tests evaluate every group at their own step), each
-# stretch of time would be counted several times in both sums alike: the ratio of sums stays the same.
+# The period group's interval and the increase it records are the same 5m, and the sums read the recorded series
+# through a subquery at that step ([30d:5m]): one recorded increase per aligned 5m step, so the increases tile the
+# period whether the group runs every 5m (production) or every minute (promtool unit tests run every group at the
+# test's own interval; a plain sum_over_time would then count each minute up to 5 times, the recent ones less).
 PERIOD_STEP = "5m"
 
 
@@ -89,8 +90,8 @@ def build_period_recordings(spec: model.Spec, slo: model.SLO) -> list[dict]:
         {"record": names.SLO_REQUESTS_INCREASE, "expr": requests, "labels": labels},
         {"record": names.SLO_ERRORS_INCREASE, "expr": errors, "labels": labels},
         {"record": ratio_metric(period),
-         "expr": (f"sum_over_time({names.SLO_ERRORS_INCREASE}{ident}[{period}])\n/\n"
-                  f"sum_over_time({names.SLO_REQUESTS_INCREASE}{ident}[{period}])"),
+         "expr": (f"sum_over_time({names.SLO_ERRORS_INCREASE}{ident}[{period}:{PERIOD_STEP}])\n/\n"
+                  f"sum_over_time({names.SLO_REQUESTS_INCREASE}{ident}[{period}:{PERIOD_STEP}])"),
          "labels": {**labels, "sloth_window": period}},
         {"record": "slo:period_burn_rate:ratio",
          "expr": f"{ratio_metric(period)}{ident}\n/ {on}\nslo:error_budget:ratio{ident}", "labels": labels},

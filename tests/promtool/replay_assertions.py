@@ -1,6 +1,7 @@
 """Rewrite the incident replays' assertions and detection table from promtool's own evaluation.
 
     python -m tests.promtool.replay_assertions          # after a rule change: re-derive, then review the diff
+    python -m tests.promtool.replay_assertions --reuse-page-variants   # keep the time-to-page variants (faster)
 
 For every alert of the rule file and every minute 14:30-21:30, promtool is asked to expect silence; its failure
 report lists what actually fired (labels and annotations). From that, each replay file gets:
@@ -225,6 +226,20 @@ def page_table(spec_path: Path, names: list[str]) -> list[str]:
     return lines
 
 
+def reuse_page_table(spec_path: Path) -> list[str]:
+    from sloguard.spec import load_spec
+    text = REPLAY.read_text(encoding="utf-8")
+    lines = text[text.index(PAGE_BEGIN):text.index(PAGE_END)].splitlines()[1:]
+    current = load_spec(str(spec_path)).alerting.page.for_.text
+    out = []
+    for line in lines:
+        line = line.replace("   <- the spec's", "")
+        if line.split()[1:2] == [current]:
+            line += "   <- the spec's"
+        out.append(line)
+    return out
+
+
 def main() -> int:
     rule_file = (REPLAY.parent / yaml.safe_load(REPLAY.read_text(encoding="utf-8"))["rule_files"][0]).resolve()
     names = alert_names(rule_file)
@@ -235,7 +250,10 @@ def main() -> int:
     rows = table(main_spans, full_spans)
     never = {k[0] for k in main_spans if k not in full_spans}
     spec_path = HERE.parent / "specs" / f"{rule_file.stem}.yaml"
-    pages = page_table(spec_path, [a for a in names if a.endswith("ErrorBudgetBurn") or a.startswith("Slo")])
+    if "--reuse-page-variants" in sys.argv:   # the variants override `for:` themselves: only the marker can move
+        pages = reuse_page_table(spec_path)
+    else:
+        pages = page_table(spec_path, [a for a in names if a.endswith("ErrorBudgetBurn") or a.startswith("Slo")])
     rewrite(REPLAY, assertions(main_states, 0, set()), rows, pages)
     rewrite(FULL_HISTORY, assertions(full_states, FULL_OFFSET, never))
     print("\n".join(rows + pages))

@@ -106,8 +106,9 @@ local lowRemaining = 0.25;
       { record: m.SLO_ERRORS_INCREASE, expr: errors, labels: labels },
       {
         record: $.ratioMetric(slo.window),
-        expr: 'sum_over_time(' + m.SLO_ERRORS_INCREASE + sel + '[' + slo.window + '])\n/\n'
-              + 'sum_over_time(' + m.SLO_REQUESTS_INCREASE + sel + '[' + slo.window + '])',
+        // through a [period:5m] subquery: one recorded increase per aligned step, whatever the group's interval
+        expr: 'sum_over_time(' + m.SLO_ERRORS_INCREASE + sel + '[' + slo.window + ':' + periodStep + '])\n/\n'
+              + 'sum_over_time(' + m.SLO_REQUESTS_INCREASE + sel + '[' + slo.window + ':' + periodStep + '])',
         labels: labels { sloth_window: slo.window },
       },
       {
@@ -182,6 +183,10 @@ local lowRemaining = 0.25;
   metricAbsentAlert(svc, linkCfg, name, slo)::
     local total = $.totalSelector(slo);
     local forText = p.formatDuration($.outageForSeconds(svc, slo));
+    // absent() keeps the selector's equality matchers as labels: name the job when the selector has one
+    local hasJob = std.length(std.split(total, '{job="')) > 1 || std.length(std.split(total, ',job="')) > 1;
+    local who = if hasJob then 'the application (job {{ $labels.job }})'
+    else 'the application ({{ $value }} selector absent)';
     [{
       alert: 'SloMetricAbsent',
       expr: 'absent(' + total + ')',
@@ -189,7 +194,7 @@ local lowRemaining = 0.25;
       labels: $.labels(svc, name) { severity: svc.severities.outage },
       annotations: {
         summary: 'The ' + name + ' SLO of ' + svc.service + ' has no traffic series at all.',
-        description: 'No series matches ' + p.templateSafe(total) + ' for ' + forText + ': the application '
+        description: 'No series matches ' + p.templateSafe(total) + ' for ' + forText + ': ' + who + ' '
                      + 'stopped exporting (process dead, target gone from service discovery, metric renamed), so the '
                      + name + ' error ratio and its burn-rate alerts are absent, not healthy.',
       } + links.annotations(linkCfg, 'SloMetricAbsent'),
