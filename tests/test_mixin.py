@@ -208,7 +208,8 @@ def test_committed_mixin_matches_committed_rules(repo_root):
 def test_library_spells_numbers_and_durations_like_the_generator():
     from sloguard.promql import fmt_number, parse_duration
     numbers = [0.999, 1 - 0.999, 1 - 0.995, 0.48 * 30, 14.4, 6.000000000000001, 0.02 * 100, 99.9, 0.999 * 100,
-               1e-05, 0.5, 1, 1000000, 2 / 3, 0.25, 123.456, 0.1 + 0.2, -0.75, 86400 * 28 / 3600 * 0.02]
+               1e-05, 0.5, 1, 1000000, 2 / 3, 0.25, 123.456, 0.1 + 0.2, -0.75, 86400 * 28 / 3600 * 0.02,
+               0.0001234, 123456.789, 0.1, 1e-07, 12345678.5, 0.00001234567891]
     durations = ["5m", "30m", "1h", "1h30m", "6h", "1d", "3d", "28d", "30d", "1w", "90s", "1y"]
     snippet = (f"local p = import 'mixin/lib/promql.libsonnet'; {{ n: [p.fmtNumber(x) for x in {json.dumps(numbers)}], "
                f"d: [p.durationSeconds(t) for t in {json.dumps(durations)}] }}")
