@@ -32,20 +32,18 @@ local lowRemaining = 0.25;
     p.inject(p.withSuffix(slo.sli.latency.metric, '_bucket'),
              p.matcher('le', '=~', p.leRegex(slo.sli.latency.threshold))),
 
-  // Requests of a latency SLI, only from series that have the threshold bucket.
-  latencyTotal(slo, fn, window)::
-    'sum(' + fn + '(' + $.totalSelector(slo) + '[' + window + ']) and ignoring (le) '
-    + fn + '(' + $.thresholdBucket(slo) + '[' + window + ']))',
+  // Requests of a latency SLI, only from series that have the threshold bucket. `total` and `bucket` are the
+  // selectors, computed once per SLO by the caller (C++ jsonnet re-evaluates, it does not memoize).
+  latencyTotal(total, bucket, fn, window)::
+    'sum(' + fn + '(' + total + '[' + window + ']) and ignoring (le) ' + fn + '(' + bucket + '[' + window + ']))',
 
   errorBudget(slo):: 1 - slo.objective,
 
-  errorRatioExpr(slo, window)::
-    local total = 'sum(rate(' + $.totalSelector(slo) + '[' + window + ']))';
+  errorRatioExpr(slo, total, bucket, window)::
     if std.objectHas(slo.sli, 'events') then
-      '(sum(rate(' + slo.sli.events.errors + '[' + window + '])) or vector(0))\n/\n' + total
+      '(sum(rate(' + slo.sli.events.errors + '[' + window + '])) or vector(0))\n/\nsum(rate(' + total + '[' + window + ']))'
     else
-      '1 - (\n  sum(rate(' + $.thresholdBucket(slo) + '[' + window + ']))\n  /\n  '
-      + $.latencyTotal(slo, 'rate', window) + '\n)',
+      '1 - (\n  sum(rate(' + bucket + '[' + window + ']))\n  /\n  ' + $.latencyTotal(total, bucket, 'rate', window) + '\n)',
 
   tiers(svc):: [{ name: 'page' } + svc.burnRateAlerts.page, { name: 'ticket' } + svc.burnRateAlerts.ticket],
 
@@ -61,8 +59,10 @@ local lowRemaining = 0.25;
     local labels = $.labels(svc, name);
     local sel = $.ident(svc, name);
     local on = 'on (sloth_id, sloth_slo, sloth_service) group_left';
+    local total = $.totalSelector(slo);
+    local bucket = if std.objectHas(slo.sli, 'latency') then $.thresholdBucket(slo) else null;
     [
-      { record: $.ratioMetric(w), expr: $.errorRatioExpr(slo, w), labels: labels { sloth_window: w } }
+      { record: $.ratioMetric(w), expr: $.errorRatioExpr(slo, total, bucket, w), labels: labels { sloth_window: w } }
       for w in $.ratioWindows(svc, slo)
     ] + [
       { record: 'slo:objective:ratio', expr: 'vector(' + p.fmtNumber(slo.objective) + ')', labels: labels },
@@ -95,12 +95,14 @@ local lowRemaining = 0.25;
     local sel = $.ident(svc, name);
     local on = 'on (sloth_id, sloth_slo, sloth_service) group_left';
     local m = names.metrics;
+    local total = $.totalSelector(slo);
+    local bucket = if std.objectHas(slo.sli, 'latency') then $.thresholdBucket(slo) else null;
     local requests =
-      if std.objectHas(slo.sli, 'events') then 'sum(increase(' + $.totalSelector(slo) + '[' + periodStep + ']))'
-      else $.latencyTotal(slo, 'increase', periodStep);
+      if std.objectHas(slo.sli, 'events') then 'sum(increase(' + total + '[' + periodStep + ']))'
+      else $.latencyTotal(total, bucket, 'increase', periodStep);
     local errors =
       if std.objectHas(slo.sli, 'events') then 'sum(increase(' + slo.sli.events.errors + '[' + periodStep + '])) or vector(0)'
-      else requests + '\n-\nsum(increase(' + $.thresholdBucket(slo) + '[' + periodStep + ']))';
+      else requests + '\n-\nsum(increase(' + bucket + '[' + periodStep + ']))';
     [
       { record: m.SLO_REQUESTS_INCREASE, expr: requests, labels: labels },
       { record: m.SLO_ERRORS_INCREASE, expr: errors, labels: labels },
@@ -140,6 +142,7 @@ local lowRemaining = 0.25;
     local budget = p.fmtNumber($.errorBudget(slo));
     local words = p.templateSafe(slo.description);
     local days = p.fmtNumber(p.durationSeconds(slo.window) / 86400);
+    local total = $.totalSelector(slo);
     [
       local w = pair.window;
       local factor = p.fmtNumber(pair.factor);
@@ -147,7 +150,7 @@ local lowRemaining = 0.25;
       local minEvents = std.get(pair.tier, 'minEvents', 0);
       local guard =
         if minEvents > 0 then
-          '\nand on ()\nsum(increase(' + $.totalSelector(slo) + '[' + w.short + '])) >= ' + minEvents
+          '\nand on ()\nsum(increase(' + total + '[' + w.short + '])) >= ' + minEvents
         else '';
       {
         alert: alert,
