@@ -576,3 +576,21 @@ def test_other_specs_build_parse_and_link(tmp_path):
             assert set(value.split("|")) <= alerts
     assert all('job=~"pg"' in e for _, _, e in queries if "sloguard_pg_" in e)
     assert 'team="payments"' in next(e for _, name, e in all_queries(boards) if name == "Firing alerts")
+
+
+def test_incident_job_and_instance_variables_narrow_the_database_panels(spec, dashboards, tmp_path):
+    """Two databases behind the exporter job, one unreachable, and a second exporter job: All shows the worst
+    instance of the spec's job, selecting the healthy instance shows it alone, another job is never mixed in."""
+    incident = dashboards[INCIDENT_UID]
+    job = spec.database.exporter_job
+    health = ALERT_PANELS["PostgresExporterDown"][1]
+    series = [{"series": f'{names.PG_UP}{{job="{job}",instance="{i}"}}', "values": f"{v}+0x40"}
+              for i, v in (("db1:9188", 0), ("db2:9188", 1))]
+    series.append({"series": f'{names.PG_UP}{{job="other-exporter",instance="db9:9188"}}', "values": "1+0x40"})
+    _run_promtool_test(tmp_path, series, [
+        {"expr": _panel_expr(incident, health, "B"), "eval_time": "5m", "exp_samples": [{"labels": "{}", "value": 0}]},
+        {"expr": _panel_expr(incident, health, "B", instance="db2:9188"), "eval_time": "5m",
+         "exp_samples": [{"labels": "{}", "value": 1}]},
+        {"expr": _panel_expr(incident, health, "B", job="other-exporter"), "eval_time": "5m",
+         "exp_samples": [{"labels": "{}", "value": 1}]},
+    ])
