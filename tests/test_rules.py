@@ -88,7 +88,7 @@ def test_sloth_recording_names_labels_and_ratio_of_sums():
     period = next(r for r in rules if r["record"] == "slo:sli_error:ratio_rate28d")
     # a ratio of sums over the period, built from recorded 5m increases: never 28 days of raw samples
     assert "avg_over_time" not in period["expr"] and "increase(" not in period["expr"]
-    assert period["expr"].count("sum_over_time(") == 2 and "[28d]" in period["expr"]
+    assert period["expr"].count("sum_over_time(") == 2 and f"[28d:{PERIOD_STEP}]" in period["expr"]
     increases = [r for r in rules if r["record"].endswith(":increase5m")]
     assert len(increases) == 2 and all("[5m]" in r["expr"] and "[28d]" not in r["expr"] for r in increases)
     days = next(r for r in rules if r["record"] == "slo:time_period:days")
@@ -299,6 +299,7 @@ def test_replay_detection_table_matches_its_assertions():
         assert full_fires - 1 in full_silent.get(key, set()), f"{name}: full history does not assert silence before"
 
 
+PAGING_ALERTS = {"AvailabilityErrorBudgetBurn", "LatencyErrorBudgetBurn", "SloTargetDown", "SloMetricAbsent"}
 PAGE_ROW = re.compile(r"^#\s+(\d+[sm])\s+(\d\d):(\d\d) \((\d+) min\)\s+(\d\d):(\d\d) \((\d+) min\)(\s+<- the spec's)?$", re.M)
 
 
@@ -313,7 +314,7 @@ def _first_critical(path: str, offset: int = 0) -> tuple[int, set[int]]:
     for minute, at in by_minute.items():
         if any(c["exp_labels"].get("severity") == "critical" for case in at for c in case.get("exp_alerts") or []):
             paging.add(minute)
-        elif {case["alertname"] for case in at} >= {"AvailabilityErrorBudgetBurn", "LatencyErrorBudgetBurn"}:
+        elif {case["alertname"] for case in at} >= PAGING_ALERTS:
             quiet.add(minute)
     return min(m for m in paging if m >= MIGRATION_MIN), quiet
 

@@ -138,7 +138,7 @@ CASES = [
     ("min-events-negative", edit("min_events: 10", "min_events: -1"), "alerting.page.min_events", "out of range",
      "0 disables", "min_events: -1", True),
     ("min-events-fraction", edit("min_events: 10", "min_events: 2.5"), "alerting.page.min_events",
-     "whole number of requests", "10", "min_events: 2.5", True),
+     "whole number", "10", "min_events: 2.5", True),
     ("ticket-min-events", edit("    for: 15m\n", "    for: 15m\n    min_events: 5\n"), "alerting.ticket.min_events",
      "unknown field 'min_events'", "for, windows", "min_events: 5", True),
     ("severity-not-a-severity", edit("alerting:\n", "alerting:\n  severities: {latency_p99: page}\n"),

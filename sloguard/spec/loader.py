@@ -81,9 +81,11 @@ class _Reader:
         return value
 
     def number(self, value, path: tuple, example: str, lo: float | None = None, hi: float | None = None,
-               lo_open: bool = False, hi_open: bool = False) -> float:
+               lo_open: bool = False, hi_open: bool = False, integer: bool = False) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(path, f"expected a number, got {_kind(value)}", f"write e.g. {example} (no quotes, no unit)")
+        if integer and isinstance(value, float) and value != int(value):
+            self.fail(path, f"expected a whole number, got {value!r}", f"write e.g. {example}")
         bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
         bad_hi = hi is not None and (value >= hi if hi_open else value > hi)
         if bad_lo or bad_hi or value != value:
@@ -313,9 +315,8 @@ def _tier(r: _Reader, value, path: tuple, tier: str) -> model.AlertTier:
     min_events = 0
     if tier == "page":
         raw = t.get("min_events", DEFAULT_ALERTING["page"]["min_events"])
-        if isinstance(raw, float) and raw != int(raw):
-            r.fail(path + ("min_events",), f"expected a whole number of requests, got {raw!r}", "write e.g. 10")
-        min_events = int(r.number(raw, path + ("min_events",), "10 (requests in the short window; 0 disables)", 0))
+        min_events = int(r.number(raw, path + ("min_events",), "10 (requests in the short window; 0 disables)", 0,
+                                  integer=True))
     windows = t["windows"]
     if not isinstance(windows, list) or not windows:
         r.fail(path + ("windows",), f"expected a non-empty list of windows, got {_kind(windows)}",
@@ -404,10 +405,8 @@ class _Field:
         self.r, self.raw, self.path = r, raw, path
 
     def num(self, key, example, lo=None, hi=None, hi_open=False, lo_open=False, integer=False) -> float:
-        value = self.raw[key]
-        if integer and isinstance(value, float) and value != int(value):
-            self.r.fail(self.path + (key,), f"expected a whole number, got {value!r}", f"write e.g. {example}")
-        return self.r.number(value, self.path + (key,), example, lo, hi, lo_open=lo_open, hi_open=hi_open)
+        return self.r.number(self.raw[key], self.path + (key,), example, lo, hi, lo_open=lo_open, hi_open=hi_open,
+                             integer=integer)
 
     def dur(self, key) -> model.Duration:
         return self.r.duration(self.raw[key], self.path + (key,), "2m")

@@ -163,11 +163,14 @@ def _fmt_alert(labels: dict, ann: dict) -> list[str]:
 
 def assertions(states, offset: int, every_minute: set[str]) -> list[str]:
     lines = ["    alert_rule_test:"]
+    page = first_page(states)
+    # the minute before the first page and the page itself are asserted for every alert: nothing paged earlier
+    everyone = {page - 1, page} if page is not None else set()
     for m in range(FIRST, LAST + 1):
         for alert in sorted(states):
             by_minute = states[alert]
             changed = any(by_minute.get(x) != by_minute.get(x - 1) for x in (m, m + 1) if FIRST < x <= LAST)
-            if not (m in (FIRST, LAST) or changed or alert in every_minute):
+            if not (m in (FIRST, LAST) or m in everyone or changed or alert in every_minute):
                 continue
             fired = sorted(by_minute[m], key=lambda la: sorted(la[0].items()))
             when, note = eval_time(m + offset), f"   # {clock(m)}"
