@@ -104,6 +104,13 @@ def test_default_render_equals_the_generated_rules_of_other_specs(name):
     assert mixed(evaluate(files)) == rules_of(files)
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "tests" / "specs").glob("*.yaml")), ids=lambda p: p.name)
+def test_default_render_equals_the_generated_rules_of_the_test_owned_specs(path):
+    from sloguard.spec import load_spec
+    files = render_all(load_spec(str(path)))
+    assert mixed(evaluate(files)) == rules_of(files)
+
+
 def test_default_render_equals_the_generated_dashboards(rendered, default_out):
     out = default_out
     expected = {path.rsplit("/", 1)[-1]: json.loads(text) for path, text in rendered.items()
