@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 
 from sloguard.spec.model import Duration
 
@@ -42,6 +43,7 @@ def format_duration(seconds: int) -> str:
     return "".join(out) or "0s"
 
 
+@lru_cache(maxsize=4096)   # pure; a 1,000-SLO spec prints the same few numbers ~30,000 times
 def fmt_number(x: float) -> str:
     """A float as PromQL/YAML text without binary noise: 0.999 never prints 0.9990000000000001, 14.0 prints 14."""
     d = Decimal(repr(round(float(x), 12))).normalize()
@@ -132,6 +134,7 @@ _MATCHER_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
 
 
+@lru_cache(maxsize=16384)   # pure, returns a frozen Selector; the rule builders re-read each SLI selector ~30 times
 def parse_selector(text: str) -> Selector:
     """`metric` or `metric{label op "value", ...}`. Raises PromQLError naming the first problem."""
     if not isinstance(text, str):
@@ -173,12 +176,14 @@ def parse_selector(text: str) -> Selector:
     return Selector(metric, tuple(matchers))
 
 
+@lru_cache(maxsize=16384)
 def with_suffix(selector: str, suffix: str) -> str:
     """http_request_duration_seconds{job="api"} + _bucket -> http_request_duration_seconds_bucket{job="api"}."""
     sel = parse_selector(selector)
     return Selector(sel.metric + suffix, sel.matchers).render()
 
 
+@lru_cache(maxsize=16384)
 def inject(selector: str, *matchers: Matcher) -> str:
     """Add label matchers to a selector (replacing any matcher on the same label)."""
     sel = parse_selector(selector)

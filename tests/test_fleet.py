@@ -95,8 +95,13 @@ def test_one_overview_and_an_incident_dashboard_per_service_that_alerts_link_to(
     assert set(boards) == {dashboard_links.SLO_OVERVIEW_UID, *incident.values()}
     titles = [b["title"] for b in boards.values()]
     assert len(titles) == len(set(titles)), titles          # Grafana wants unique titles in a folder
-    overview_rows = [p["title"] for p in boards[dashboard_links.SLO_OVERVIEW_UID]["panels"] if p["type"] == "row"]
-    assert sum(t.startswith("SLO ") for t in overview_rows) == sum(len(s.slos) for s in fleet_specs())
+    # one overview for the whole fleet: a single SLO row repeated per selected SLO, every service selectable
+    overview = boards[dashboard_links.SLO_OVERVIEW_UID]
+    repeated = [p for p in overview["panels"] if p["type"] == "row" and p.get("repeat")]
+    assert [p["repeat"] for p in repeated] == ["slo"], repeated
+    service_var = next(v for v in overview["templating"]["list"] if v["name"] == "service")
+    default = service_var["current"]["text"]
+    assert service_var["includeAll"] and (default in ("All", ["All"]) or set(default) == set(services)), service_var
     panels = {uid: {p["id"] for p in b["panels"]} for uid, b in boards.items()}
     for service in services:
         for group in _groups(fleet_out / "alerts" / f"sloguard-{service}-rules.yaml"):

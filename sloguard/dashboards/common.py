@@ -1,7 +1,9 @@
-"""Shared dashboard pieces: the datasource variable, panel constructors that refuse a panel without unit, title or
-description, PromQL selector helpers, and deterministic JSON.
+"""Shared dashboard pieces: template variables, dashboard links, panel constructors that refuse a panel without
+unit, title or description, PromQL selector helpers, and deterministic JSON.
 
 Every panel and target reads the `datasource` template variable, so one dashboard works against any Prometheus.
+Query variables follow the dashboard-linter / kubernetes-mixin conventions: multi-value, an "All" whose value is
+the regex `.+` (not Grafana's enumerated list, which grows with the fleet), refreshed when the time range changes.
 """
 from __future__ import annotations
 
@@ -141,22 +143,66 @@ def table(panel_id: int, title: str, description: str, unit: str, targets: list[
     )
 
 
-def datasource_variable() -> g.Template:
-    return g.Template(
-        name=DATASOURCE_VAR, label="Data source", query="prometheus", type="datasource", default="Prometheus",
-    )
+ALL = "$__all"
+ALL_VALUE = ".+"            # what "All" sends to Prometheus: one regex, whatever the fleet size
+REFRESH_ON_TIME_RANGE_CHANGE = 2
+SORT_ALPHA_ASC = 1
 
 
-def dashboard(uid: str, title: str, description: str, panels: list, annotations: list[dict]) -> g.Dashboard:
+def datasource_variable() -> dict:
+    return {"name": DATASOURCE_VAR, "label": "Data source", "type": "datasource", "query": "prometheus",
+            "current": {"selected": True, "text": "Prometheus", "value": "Prometheus"},
+            "hide": 0, "includeAll": False, "multi": False, "options": [], "refresh": 1, "regex": "",
+            "skipUrlSync": False}
+
+
+def query_variable(name: str, label: str, query: str, default: str | None = None, hide: int = 0) -> dict:
+    """A label_values() variable; `default` None selects All. Grafana keeps `current` when it is among the
+    values the query returns, so a generated default (the spec's service, the exporter job) is what opens."""
+    value = [default] if default else [ALL]
+    text = [default] if default else ["All"]
+    return {"name": name, "label": label, "type": "query", "datasource": DATASOURCE,
+            "query": {"query": query, "refId": f"{name}-variable"}, "definition": query,
+            "current": {"selected": True, "text": text, "value": value},
+            "hide": hide, "includeAll": True, "allValue": ALL_VALUE, "multi": True, "options": [],
+            "refresh": REFRESH_ON_TIME_RANGE_CHANGE, "regex": "", "sort": SORT_ALPHA_ASC, "skipUrlSync": False}
+
+
+def constant_variable(name: str, value: str) -> dict:
+    """A hidden fixed value (e.g. the service a per-service dashboard is about), usable in queries and links."""
+    return {"name": name, "type": "constant", "query": value, "hide": 2, "skipUrlSync": False,
+            "current": {"selected": True, "text": value, "value": value}, "options": []}
+
+
+def link(title: str, url: str, tooltip: str, icon: str = "external link", include_vars: bool = False,
+         target_blank: bool = False) -> dict:
+    return {"title": title, "type": "link", "url": url, "tooltip": tooltip, "icon": icon, "tags": [],
+            "asDropdown": False, "includeVars": include_vars, "keepTime": True, "targetBlank": target_blank}
+
+
+def dashboards_link(tags: list[str]) -> dict:
+    """Every dashboard carrying `tags`: the per-service incident dashboards of a fleet, found by tag."""
+    return {"title": "sloguard dashboards", "type": "dashboards", "tags": list(tags), "asDropdown": True,
+            "includeVars": False, "keepTime": True, "targetBlank": False, "icon": "external link", "url": "",
+            "tooltip": ""}
+
+
+def dashboard(uid: str, title: str, description: str, panels: list, annotations: list[dict],
+              variables: list[dict], links: list[dict], tags: list[str] | None = None) -> dict:
+    """Plain JSON data: grafanalib builds the panels; variables and links are written as Grafana stores them."""
     ids = [p.id for p in _walk(panels)]
     if len(ids) != len(set(ids)) or None in ids:
         raise ValueError(f"dashboard {uid}: panel ids must be set and unique, got {ids}")
-    return g.Dashboard(
-        uid=uid, title=title, description=f"{description} {GENERATED_NOTE}", panels=panels, tags=list(TAGS),
-        templating=g.Templating(list=[datasource_variable()]), annotations=g.Annotations(list=annotations),
+    dash = g.Dashboard(
+        uid=uid, title=title, description=f"{description} {GENERATED_NOTE}", panels=panels,
+        tags=list(tags or TAGS), annotations=g.Annotations(list=annotations),
         timezone="utc", time=g.Time("now-3h", "now"), refresh="30s", schemaVersion=SCHEMA_VERSION,
         graphTooltip=g.GRAPH_TOOLTIP_MODE_SHARED_CROSSHAIR, editable=False,
     )
+    data = dashboard_json(dash)
+    data["templating"] = {"list": [datasource_variable(), *variables]}
+    data["links"] = links
+    return data
 
 
 def _walk(panels):
@@ -166,10 +212,19 @@ def _walk(panels):
 
 
 def dashboard_json(dash: g.Dashboard) -> dict:
-    """Plain JSON data of a grafanalib dashboard, with the generated-file marker."""
-    data = json.loads(json.dumps(dash.to_json_data(), cls=DashboardEncoder))   # no indent: the fast C encoder
+    """Plain JSON data of a grafanalib dashboard, with the generated-file marker. grafanalib writes every
+    unset option as null; Grafana reads a missing key the same way, so they are dropped (a third of the bytes)."""
+    data = _without_nulls(json.loads(json.dumps(dash.to_json_data(), cls=DashboardEncoder)))  # C encoder
     data[GENERATED_KEY] = GENERATED_NOTE
     return data
+
+
+def _without_nulls(value):
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def to_text(data: dict) -> str:

@@ -3,19 +3,30 @@
 Top to bottom it follows the investigation: symptoms (traffic, errors, timeouts, latency against the SLO
 threshold), saturation (app pool, Postgres connections), the statements that got slow, the tables read by
 sequential scans with the index the exporter proposes, then locks, long transactions and the exporter's health.
+
+One dashboard per service: the API panels read the spec's own selectors; the database panels read the exporter's
+series through the `job` and `instance` variables (default: the spec's exporter job, every instance), so a fleet
+of databases behind one exporter job is one dropdown away.
 """
 from __future__ import annotations
 
 from grafanalib import core as g
 
 from sloguard import names as n
-from sloguard.dashboard_links import INCIDENT_UID, panel_for
+from sloguard.dashboard_links import INCIDENT_UID, SLO_OVERVIEW_UID, panel_for
 from sloguard.dashboards import common as c
 from sloguard.spec.model import EventsSLI, LatencySLI, Spec
 
 TITLE = "sloguard / API latency and database incident"
 RI = c.RATE_INTERVAL
 TOP_N = 10
+SERVICE_VAR = "service"
+JOB_VAR = "job"
+INSTANCE_VAR = "instance"
+# The exporter's series of the selected databases (dashboard-linter: every target filters on $job and $instance).
+EXPORTER = f'job=~"${JOB_VAR}",instance=~"${INSTANCE_VAR}"'
+# Alerts on the application's own metrics: they carry neither the exporter's job nor sloth_service.
+APP_ALERTS = ("ApiLatencyP99High", "AppDbPoolSaturated", "AppDbPoolWaiters")
 
 
 def _alert_panel(alertname: str) -> int:
@@ -110,7 +121,7 @@ def api_panels(spec: Spec, y: int) -> list:
 
 def saturation_panels(spec: Spec, y: int) -> list:
     pool = spec.database.pool
-    job = f'job="{spec.database.exporter_job}"'
+    job = EXPORTER
     max_conn = f"max({c.selector(n.MAX_CONNECTIONS, job)})"
     reserved = f"max({c.selector(n.SUPERUSER_RESERVED_CONNECTIONS, job)})"
     return [
@@ -160,7 +171,7 @@ def _statement_table(panel_id: int, title: str, description: str, rank_expr: str
 
 
 def statement_panels(spec: Spec, y: int) -> list:
-    job = f'job="{spec.database.exporter_job}"'
+    job = EXPORTER
     slow = spec.database.slow_statements
     by = "datname, queryid"
     exec_rate = _rate(c.selector(n.STATEMENT_EXEC_SECONDS, job), by)
@@ -194,7 +205,7 @@ def statement_panels(spec: Spec, y: int) -> list:
 
 
 def table_panels(spec: Spec, y: int) -> list:
-    job = f'job="{spec.database.exporter_job}"'
+    job = EXPORTER
     seq = spec.database.seq_scans
     by = "datname, schemaname, relname"
     index_by = "datname, schemaname, relname, columns, index, queryid"
@@ -245,7 +256,7 @@ def table_panels(spec: Spec, y: int) -> list:
 
 
 def lock_panels(spec: Spec, y: int) -> list:
-    job = f'job="{spec.database.exporter_job}"'
+    job = EXPORTER
     locks = spec.database.lock_waits
     long_tx = spec.database.long_transactions
     return [
@@ -279,34 +290,60 @@ def lock_panels(spec: Spec, y: int) -> list:
     ]
 
 
-def migration_annotation(spec: Spec) -> dict:
+def migration_annotation() -> dict:
     """The exporter reports each applied migration's timestamp; useValueForTime puts the mark at that instant
     (Grafana wants milliseconds), not at the scrape that first saw it."""
-    job = f'job="{spec.database.exporter_job}"'
     return {
         "datasource": c.DATASOURCE, "enable": True, "iconColor": "orange", "name": "Migrations",
-        "expr": f"max by (version) ({c.selector(n.MIGRATION_LAST_APPLIED, job)}) * 1000",
+        "expr": f"max by (version) ({c.selector(n.MIGRATION_LAST_APPLIED, EXPORTER)}) * 1000",
         "step": "1m", "titleFormat": "Migration {{version}} applied", "textFormat": "version {{version}}",
         "tagKeys": "version", "useValueForTime": True,
     }
 
 
-def alerts_annotation() -> dict:
+def service_alerts(spec: Spec) -> str:
+    """Firing alerts of this service only: its SLO alerts (sloth_service), the database alerts of the selected
+    exporter job and instances (they keep the exporter's labels), and the application alerts by name and the
+    spec's own labels."""
+    firing = 'alertstate="firing"'
+    app = [firing, f'alertname=~"{"|".join(APP_ALERTS)}"'] + [f'{k}="{v}"' for k, v in spec.labels.items()]
+    return (f'ALERTS{{{firing},sloth_service="${SERVICE_VAR}"}} or ALERTS{{{firing},{EXPORTER}}} '
+            f'or ALERTS{{{",".join(app)}}}')
+
+
+def alerts_annotation(spec: Spec) -> dict:
     return {
         "datasource": c.DATASOURCE, "enable": True, "iconColor": "red", "name": "Firing alerts",
-        "expr": 'ALERTS{alertstate="firing",severity=~"critical|warning"}', "step": "1m",
+        "expr": service_alerts(spec), "step": "1m",
         "titleFormat": "{{alertname}}", "textFormat": "severity {{severity}}", "tagKeys": "alertname,severity",
         "useValueForTime": False,
     }
 
 
-def build(spec: Spec) -> g.Dashboard:
+def variables(spec: Spec) -> list[dict]:
+    return [
+        c.constant_variable(SERVICE_VAR, spec.service),
+        c.query_variable(JOB_VAR, "Exporter job", f"label_values({n.PG_UP}, job)", spec.database.exporter_job),
+        c.query_variable(INSTANCE_VAR, "Database instance", f'label_values({n.PG_UP}{{job=~"${JOB_VAR}"}}, instance)'),
+    ]
+
+
+def links(spec: Spec) -> list[dict]:
+    return [
+        c.link("SLO overview", f"/d/{SLO_OVERVIEW_UID}?var-service={spec.service}", "Budgets and burn rates of "
+               f"{spec.service}'s SLOs", "dashboard"),
+        c.link("Runbook", spec.links.runbook, "What to do for each alert", "doc", target_blank=True),
+        c.link("Alert rules", "/alerting/list", "Grafana's list of alert rules (Prometheus datasource rules "
+               "included)", "bolt"),
+        c.dashboards_link(c.TAGS[:1]),
+    ]
+
+
+def build(spec: Spec, uid: str = INCIDENT_UID) -> dict:
     panels = [*api_panels(spec, 0), *saturation_panels(spec, 17), *statement_panels(spec, 26),
               *table_panels(spec, 44), *lock_panels(spec, 61)]
-    # a fleet run has one incident dashboard per service: own uid, and a title unique in the Grafana folder
-    title = TITLE if spec.incident_uid == INCIDENT_UID else f"{TITLE} ({spec.service})"
     return c.dashboard(
-        spec.incident_uid, title,
+        uid, f"{TITLE} ({spec.service})",
         f"Service {spec.service}: API symptoms, connection saturation, slow statements, missing indexes, locks.",
-        panels, [migration_annotation(spec), alerts_annotation()],
+        panels, [migration_annotation(), alerts_annotation(spec)], variables(spec), links(spec),
     )

@@ -24,6 +24,26 @@ def substitute(expr: str, variables: dict[str, str] | None = None) -> str:
     return _VARIABLE.sub(replace, expr)
 
 
+_REGEX_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")
+
+
+def variable_values(dashboard_json: dict) -> dict[str, str]:
+    """{name: text} of the dashboard's own variables at their saved selection, as Grafana interpolates them
+    into a Prometheus query: "All" becomes the variable's allValue, several values one `a|b` regex."""
+    out = {}
+    for var in dashboard_json.get("templating", {}).get("list", []):
+        if var.get("type") == "datasource":
+            continue
+        value = var.get("current", {}).get("value", var.get("query", ""))
+        values = value if isinstance(value, list) else [value]
+        if "$__all" in values:
+            out[var["name"]] = var.get("allValue") or ".+"
+        else:
+            out[var["name"]] = "|".join(_REGEX_SPECIAL.sub(r"\\\1", v) for v in values) if len(values) > 1 \
+                else values[0]
+    return out
+
+
 def iter_panels(dashboard_json: dict):
     """Every panel, rows' nested panels included, in document order."""
     for panel in dashboard_json.get("panels", []):
@@ -33,8 +53,9 @@ def iter_panels(dashboard_json: dict):
 
 def panel_queries(dashboard_json: dict, rate_interval: str = "1m",
                   variables: dict[str, str] | None = None) -> list[tuple[str, int, str, str]]:
-    """[(dashboard_uid, panel_id, title, expr)] for every target of every non-row panel, variables substituted."""
-    values = {"__rate_interval": rate_interval, **(variables or {})}
+    """[(dashboard_uid, panel_id, title, expr)] for every target of every non-row panel, variables substituted
+    (the dashboard's own saved selection unless `variables` says otherwise)."""
+    values = {**variable_values(dashboard_json), "__rate_interval": rate_interval, **(variables or {})}
     uid = dashboard_json.get("uid", "")
     return [
         (uid, panel["id"], panel.get("title", ""), substitute(target["expr"], values))
@@ -46,7 +67,7 @@ def panel_queries(dashboard_json: dict, rate_interval: str = "1m",
 def annotation_queries(dashboard_json: dict, rate_interval: str = "1m",
                        variables: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
     """[(dashboard_uid, annotation name, expr)] for the Prometheus annotations (migrations, alerts)."""
-    values = {"__rate_interval": rate_interval, **(variables or {})}
+    values = {**variable_values(dashboard_json), "__rate_interval": rate_interval, **(variables or {})}
     uid = dashboard_json.get("uid", "")
     return [(uid, a["name"], substitute(a["expr"], values))
             for a in dashboard_json.get("annotations", {}).get("list", []) if a.get("expr")]

@@ -1,11 +1,12 @@
-"""SLO overview dashboard: one row per SLO of the spec, read from the Sloth-named recording rules.
+"""SLO overview dashboard: one panel set templated by the service and SLO variables, for one service or a fleet.
 
-Burn rates divide the recorded error ratio by the SLO's error budget, a constant known from the spec, so a panel
-never depends on how the rule builder labels its meta rules.
+Every number is read from the recorded Sloth-named series (objective, error budget, period, burn rates, budget
+remaining), never from a constant of the spec, so one dashboard serves every service whose rules are loaded, and
+its JSON does not grow with the number of SLOs (Sloth's dashboards 14348/14643 work the same way). The spec only
+contributes the burn-rate window pairs to draw, the default service and the links.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from grafanalib import core as g
@@ -13,204 +14,246 @@ from grafanalib import core as g
 from sloguard.dashboard_links import SLO_OVERVIEW_UID, panel_for
 from sloguard.dashboards import common as c
 from sloguard.names import BURN_RATE_ALERT_SUFFIX
-from sloguard.spec.model import SLO, AlertTier, Spec
+from sloguard.spec.model import AlertTier, BurnWindow, Spec
 
 TITLE = "sloguard / SLO overview"
-SUMMARY_HEIGHT = 10  # row header 1 + all-SLO panels 9
-ROW_HEIGHT = 15      # row header 1 + stats 5 + burn-rate graphs 9
-
-# Every <Slo>ErrorBudgetBurn alert links to one panel (sloguard/dashboard_links.py): the all-SLO burn-rate panel.
-BURN_SUMMARY_PANEL = panel_for(BURN_RATE_ALERT_SUFFIX)[1]
-SUMMARY_ROW_PANEL = 1
-BUDGET_SUMMARY_PANEL = 2
-
-
-class SloPanel:
-    """Offsets inside one SLO's row; the row of the i-th SLO (0-based, spec order) starts at 100 * (i + 1), so
-    ids stay unique and stable for any number of SLOs and never meet the summary panels' small ids."""
-
-    ROW = 0
-    CURRENT_SLI = 1
-    OBJECTIVE = 2
-    BUDGET_REMAINING = 3
-    TIME_TO_EXHAUSTION = 4
-    FIRING_ALERTS = 5
-    BURN_RATE_PAGE = 6
-    BURN_RATE_TICKET = 7
-
-
-def slo_panel_id(slo_index: int, offset: int) -> int:
-    return 100 * (slo_index + 1) + offset
+SERVICE_VAR = "service"
+SLO_VAR = "slo"
+SEL = f'sloth_service=~"${SERVICE_VAR}",sloth_slo=~"${SLO_VAR}"'
+BY = "sloth_service, sloth_slo"
+LEGEND = "{{sloth_service}} / {{sloth_slo}}"
+DAY_SECONDS = 86400
 
 SLI_ERROR_RATIO = "slo:sli_error:ratio_rate"   # + window text, e.g. slo:sli_error:ratio_rate1h
 OBJECTIVE = "slo:objective:ratio"
+ERROR_BUDGET = "slo:error_budget:ratio"
+PERIOD_DAYS = "slo:time_period:days"
+CURRENT_BURN_RATE = "slo:current_burn_rate:ratio"
+PERIOD_BURN_RATE = "slo:period_burn_rate:ratio"
 BUDGET_REMAINING = "slo:period_error_budget_remaining:ratio"
+SLO_INFO = "sloth_slo_info"
+FIRING_SLO_ALERTS = f'ALERTS{{alertstate="firing",{SEL}}}'
+# the selected services' alerts, those about a whole service too (SloTargetDown has no sloth_slo)
+FIRING_SERVICE_ALERTS = f'ALERTS{{alertstate="firing",sloth_service=~"${SERVICE_VAR}"}}'
+BASE_WINDOW = "5m"
 
 
-def slo_camel(name: str) -> str:
-    """'api-latency' -> 'ApiLatency': the prefix of the SLO's burn-rate alert name."""
-    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", name) if part)
+class P:
+    """Panel ids: fixed, whatever the number of SLOs. Every <Slo>ErrorBudgetBurn alert links to BURN_SUMMARY
+    (sloguard/dashboard_links.py); the ids inside the repeated SLO row are those of its first copy."""
+
+    ROW_SUMMARY = 1
+    TABLE = 2
+    FIRING = 3
+    BURN_SUMMARY = panel_for(BURN_RATE_ALERT_SUFFIX)[1]
+    BUDGET_SUMMARY = 5
+    ROW_SLO = 10
+    SLI_VS_OBJECTIVE = 11
+    BUDGET_BURN_DOWN = 12
+    CURRENT_BURN = 13
+    REMAINING = 14
+    TIME_TO_EXHAUSTION = 15
+    SLO_FIRING = 16
+    BURN_PAGE = 17
+    BURN_TICKET = 18
 
 
-def burn_alert_name(slo: SLO) -> str:
-    return slo_camel(slo.name) + BURN_RATE_ALERT_SUFFIX
+def recorded(metric: str) -> str:
+    """One value per (service, SLO): max() drops rule labels and HA duplicates alike."""
+    return f"max by ({BY}) ({metric}{{{SEL}}})"
 
 
-def slo_matchers(spec: Spec, slo: SLO) -> str:
-    return f'sloth_service="{spec.service}",sloth_slo="{slo.name}"'
+def burn_rate_expr(window: str) -> str:
+    """Error ratio over `window` divided by the SLO's recorded error budget: 1 = spending exactly the budget."""
+    return f"{recorded(SLI_ERROR_RATIO + window)} / {recorded(ERROR_BUDGET)}"
 
 
-def burn_factor(slo: SLO, long_seconds: int, budget_fraction: float) -> float:
-    """Workbook: spending `budget_fraction` of the period's budget within `long` burns at f * P / L."""
-    return budget_fraction * slo.window.seconds / long_seconds
+def burn_threshold_expr(pair: BurnWindow) -> str:
+    """The alert's factor, budget_fraction * period / long window, from each SLO's recorded period (14.4 for
+    1h at 2% of 30d, 13.44 for 28d)."""
+    per_day = c.fmt_number(pair.budget_fraction * DAY_SECONDS / pair.long.seconds)
+    return f"{recorded(PERIOD_DAYS)} * {per_day}"
 
 
-def error_ratio(spec: Spec, slo: SLO, window: str) -> str:
-    # max() drops the rule labels so the constant maths below never needs label matching.
-    return f"max({SLI_ERROR_RATIO}{window}{{{slo_matchers(spec, slo)}}})"
+def _unique(items):
+    seen, out = set(), []
+    for item in items:
+        if item not in seen:
+            seen.add(item)
+            out.append(item)
+    return out
 
 
-def burn_rate_expr(spec: Spec, slo: SLO, window: str) -> str:
-    return f"{error_ratio(spec, slo, window)} / {c.fmt_number(slo.error_budget)}"
-
-
-def _stats(spec: Spec, slo: SLO, index: int, y: int) -> list:
-    sel = slo_matchers(spec, slo)
-    budget = c.fmt_number(slo.error_budget)
-    current_window = spec.alerting.page.windows[0].long.text
-    period = slo.window.text
-    pid = lambda offset: slo_panel_id(index, offset)  # noqa: E731
-    time_to_exhaustion = (
-        f"clamp_min(max({BUDGET_REMAINING}{{{sel}}}), 0) * {slo.window.seconds}"
-        f" / ({error_ratio(spec, slo, current_window)} / {budget})"
-    )
-    firing = (f'count by (severity, burn_window) (ALERTS{{alertname="{burn_alert_name(slo)}",'
-              f'alertstate="firing"}}) or on() vector(0)')
-    return [
-        c.stat(pid(SloPanel.CURRENT_SLI), f"{slo.name}: SLI, last 5m",
-               f"Share of good events over the last 5 minutes ({slo.description}). "
-               f"Bad: below the objective {c.fmt_number(slo.objective * 100)}%: the budget is burning right now.",
-               c.UNIT_PERCENT, [c.target(f"1 - {error_ratio(spec, slo, '5m')}", slo.name)],
-               c.gridpos(0, y, 4, 5), c.steps((c.RED, None), (c.GREEN, slo.objective)), decimals=3),
-        c.stat(pid(SloPanel.OBJECTIVE), f"{slo.name}: objective",
-               f"The objective from slo.yaml, as recorded by the rules; error budget = 1 - objective = {budget}. "
-               "Bad: no value means the recording rules are not loaded in this Prometheus.",
-               c.UNIT_PERCENT, [c.target(f"max({OBJECTIVE}{{{sel}}})", "objective")],
-               c.gridpos(4, y, 4, 5), decimals=3),
-        c.stat(pid(SloPanel.BUDGET_REMAINING), f"{slo.name}: error budget remaining ({period})",
-               f"Share of the {period} error budget not yet spent (ratio of sums over the period). "
-               "Bad: under 25% means freeze risky changes; at or under 0% the SLO is missed for the period.",
-               c.UNIT_PERCENT, [c.target(f"max({BUDGET_REMAINING}{{{sel}}})", "remaining")],
-               c.gridpos(8, y, 5, 5), c.steps((c.RED, None), (c.ORANGE, 0.0), (c.GREEN, 0.25)), decimals=1),
-        c.stat(pid(SloPanel.TIME_TO_EXHAUSTION), f"{slo.name}: time to budget exhaustion",
-               f"Remaining budget divided by the burn rate of the last {current_window}: how long until the "
-               f"{period} budget is gone if nothing changes. Infinity means no errors at all. "
-               "Bad: under a day is page territory, under a week needs a ticket.",
-               c.UNIT_SECONDS, [c.target(time_to_exhaustion, "time left")],
-               c.gridpos(13, y, 5, 5), c.steps((c.RED, None), (c.ORANGE, 86400.0), (c.GREEN, 7 * 86400.0))),
-        c.stat(pid(SloPanel.FIRING_ALERTS), f"{slo.name}: firing burn-rate alerts",
-               f"Firing {burn_alert_name(slo)} alerts by severity and window pair (0 when none). "
-               "Bad: any non-zero value; critical pages, warning opens a ticket.",
-               c.UNIT_COUNT, [c.target(firing, "{{severity}} {{burn_window}}")],
-               c.gridpos(18, y, 6, 5), c.threshold_steps(1.0)),
-    ]
-
-
-def _burn_panel(spec: Spec, slo: SLO, index: int, tier: AlertTier, offset: int, x: int, y: int):
-    targets, seen = [], set()
-    refs = (_ref(i) for i in range(10**4))
-    for pair in tier.windows:
-        for window in (pair.long, pair.short):
-            if window.text not in seen:
-                seen.add(window.text)
-                targets.append(c.target(burn_rate_expr(spec, slo, window.text), f"burn rate {window.text}",
-                                        next(refs)))
-        factor = c.fmt_number(burn_factor(slo, pair.long.seconds, pair.budget_fraction))
-        targets.append(c.target(f"vector({factor})", f"threshold {pair.long.text}/{pair.short.text} = {factor}",
-                                next(refs)))
-    kind = "page" if tier.severity == "critical" else "ticket"
-    pairs = ", ".join(f"{p.long.text}/{p.short.text}" for p in tier.windows)
-    description = (
-        f"Burn rate (error ratio / budget {c.fmt_number(slo.error_budget)}) over each {kind} window "
-        f"({pairs}) with the threshold of its pair. 1 = spending exactly the budget over {slo.window.text}. "
-        f"Bad: both the long and the short window of a pair above its threshold for {tier.for_.text}: "
-        f"that is what fires the {tier.severity} alert."
-    )
-    return c.timeseries(slo_panel_id(index, offset), f"{slo.name}: burn rate, {kind} windows", description,
-                        c.UNIT_COUNT, targets, c.gridpos(x, y, 12, 9))
-
-
-def summary_panels(specs: Spec | Sequence[Spec]) -> list:
-    """The landing panels of a burn-rate page: which SLO burns, and how much budget each has left."""
-    specs = as_list(specs)
-    pairs = [(spec, slo) for spec in specs for slo in spec.slos]
-    first = specs[0].alerting.page.windows[0]
-    burn_targets, budget_targets = [], []
-    for index, (spec, slo) in enumerate(pairs):
-        ref = _ref(index)
-        sel = slo_matchers(spec, slo)
-        label = slo.name if len(specs) == 1 else f"{spec.service}/{slo.name}"
-        burn_targets.append(c.target(burn_rate_expr(spec, slo, first.long.text), f"{label} {first.long.text}",
-                                     ref))
-        budget_targets.append(c.target(f"max({BUDGET_REMAINING}{{{sel}}})", label, ref))
-    factors = sorted({c.fmt_number(burn_factor(slo, first.long.seconds, first.budget_fraction))
-                      for _, slo in pairs})
-    burn_targets += [c.target(f"vector({factor})", f"page threshold {first.long.text}/{first.short.text} = {factor}",
-                              _ref(len(pairs) + i)) for i, factor in enumerate(factors)]
-    return [
-        c.row(SUMMARY_ROW_PANEL, "All SLOs", 0),
-        c.timeseries(BURN_SUMMARY_PANEL, f"Burn rate of every SLO over {first.long.text}",
-                     f"Error ratio over {first.long.text} divided by each SLO's error budget, with the fast-page "
-                     f"threshold. Every burn-rate alert links here; the SLO rows below show all windows. Bad: a "
-                     f"line above its threshold (the alert also needs the {first.short.text} window above it).",
-                     c.UNIT_COUNT, burn_targets, c.gridpos(0, 1, 16, 9)),
-        c.stat(BUDGET_SUMMARY_PANEL, "Error budget remaining per SLO",
-               "Share of each SLO's error budget left over its period. Bad: under 25%; at 0% the SLO is missed.",
-               c.UNIT_PERCENT, budget_targets, c.gridpos(16, 1, 8, 9),
-               c.steps((c.RED, None), (c.ORANGE, 0.0), (c.GREEN, 0.25)), decimals=1),
-    ]
+def _tier(specs: Sequence[Spec], severity: str) -> AlertTier:
+    """The window pairs of one severity across the specs (a fleet usually shares them), in spec order."""
+    tiers = [s.alerting.page if severity == "critical" else s.alerting.ticket for s in specs]
+    return AlertTier(severity, tiers[0].for_, tuple(_unique(w for t in tiers for w in t.windows)))
 
 
 def _ref(i: int) -> str:
-    """Grafana refIds A..Z, then AA, AB, ... for specs with many SLOs."""
-    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-    return letters[i] if i < 26 else _ref(i // 26 - 1) + letters[i % 26]
+    return "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[i]
 
 
-def slo_row(spec: Spec, slo: SLO, index: int) -> list:
-    y = SUMMARY_HEIGHT + index * ROW_HEIGHT
-    return [
-        c.row(slo_panel_id(index, SloPanel.ROW), f"SLO {slo.name}: {c.fmt_number(slo.objective * 100)}% over "
-              f"{slo.window.text}", y),
-        *_stats(spec, slo, index, y + 1),
-        _burn_panel(spec, slo, index, spec.alerting.page, SloPanel.BURN_RATE_PAGE, 0, y + 6),
-        _burn_panel(spec, slo, index, spec.alerting.ticket, SloPanel.BURN_RATE_TICKET, 12, y + 6),
+def summary_panels(specs: Sequence[Spec], y: int) -> list:
+    first = _tier(specs, "critical").windows[0]
+    pair = f"{first.long.text}/{first.short.text}"
+    table = c.table(
+        P.TABLE, "Selected SLOs at a glance",
+        "One line per selected SLO, every value read from its recording rules: objective, share of the period's "
+        "error budget left, burn rate over the period and over the last 5 minutes, firing alerts. Bad: budget "
+        "under 25% (freeze risky changes) or at 0% (the SLO is missed), a burn rate above 1, any firing alert.",
+        c.UNIT_COUNT,
+        [c.target(recorded(OBJECTIVE), ref="A", instant=True, table=True),
+         c.target(recorded(BUDGET_REMAINING), ref="B", instant=True, table=True),
+         c.target(recorded(PERIOD_BURN_RATE), ref="C", instant=True, table=True),
+         c.target(recorded(CURRENT_BURN_RATE), ref="D", instant=True, table=True),
+         # 0, not an empty cell, for an SLO with nothing firing
+         c.target(f"count by ({BY}) ({FIRING_SLO_ALERTS}) or {recorded(OBJECTIVE)} * 0", ref="E", instant=True,
+                  table=True)],
+        c.gridpos(0, y + 1, 16, 8),
+        {"sloth_service": "service", "sloth_slo": "SLO", "Value #A": "objective",
+         "Value #B": "budget remaining", "Value #C": "period burn rate", "Value #D": "burn rate 5m",
+         "Value #E": "firing alerts"},
+        {"objective": c.UNIT_PERCENT, "budget remaining": c.UNIT_PERCENT, "period burn rate": c.UNIT_COUNT,
+         "burn rate 5m": c.UNIT_COUNT, "firing alerts": c.UNIT_COUNT}, sort_by="period burn rate")
+    burn = c.timeseries(
+        P.BURN_SUMMARY, f"Burn rate of every SLO over {first.long.text}",
+        f"Error ratio over {first.long.text} divided by each SLO's recorded error budget, with each SLO's "
+        f"{pair} page threshold (budget_fraction x period / {first.long.text}, from its recorded period). Every "
+        f"burn-rate alert links here. Bad: a line above its threshold (the page also needs the "
+        f"{first.short.text} window above it).",
+        c.UNIT_COUNT,
+        [c.target(burn_rate_expr(first.long.text), f"{LEGEND} {first.long.text}", "A"),
+         c.target(burn_threshold_expr(first), f"{LEGEND} page threshold {pair}", "B")],
+        c.gridpos(0, y + 9, 16, 9), overrides=[_dashed("B")])
+    firing = c.stat(
+        P.FIRING, "Firing SLO alerts by severity",
+        "Alerts of the selected services firing now (burn rate, budget, outage, SLO configuration), 0 when "
+        "none. Bad: any non-zero value; critical pages, warning opens a ticket, info is for the next review.",
+        c.UNIT_COUNT, [c.target(f"count by (severity) ({FIRING_SERVICE_ALERTS}) or on() vector(0)", "{{severity}}")],
+        c.gridpos(16, y + 9, 8, 9), c.threshold_steps(1.0))
+    budget = c.stat(
+        P.BUDGET_SUMMARY, "Error budget remaining per SLO",
+        "Share of each selected SLO's error budget left over its period, from its recording rules. Bad: under 25% "
+        "(freeze risky changes); at or under 0% the SLO is missed for the period.",
+        c.UNIT_PERCENT, [c.target(recorded(BUDGET_REMAINING), LEGEND)], c.gridpos(16, y + 1, 8, 8),
+        c.steps((c.RED, None), (c.ORANGE, 0.0), (c.GREEN, 0.25)), decimals=1)
+    return [c.row(P.ROW_SUMMARY, "Selected SLOs", y), table, budget, burn, firing]
+
+
+def _dashed(ref: str) -> dict:
+    return {"matcher": {"id": "byFrameRefID", "options": ref},
+            "properties": [{"id": "custom.lineStyle", "value": {"dash": [10, 10], "fill": "dash"}}]}
+
+
+def _burn_panel(tier: AlertTier, panel_id: int, x: int, y: int) -> g.TimeSeries:
+    kind = "page" if tier.severity == "critical" else "ticket"
+    windows = _unique(w.text for pair in tier.windows for w in (pair.long, pair.short))
+    targets = [c.target(burn_rate_expr(w), f"{LEGEND} {w}", _ref(i)) for i, w in enumerate(windows)]
+    thresholds = [c.target(burn_threshold_expr(pair), f"{LEGEND} threshold {pair.long.text}/{pair.short.text}",
+                           _ref(len(windows) + i)) for i, pair in enumerate(tier.windows)]
+    pairs = ", ".join(f"{p.long.text}/{p.short.text}" for p in tier.windows)
+    return c.timeseries(
+        panel_id, f"Burn rate, {kind} windows ({pairs})",
+        f"Burn rate (error ratio / recorded error budget) over each {kind} window, with each pair's threshold. "
+        f"1 = spending exactly the budget over the period. Bad: both windows of a pair above its threshold for "
+        f"{tier.for_.text}: that fires the {tier.severity} alert.",
+        c.UNIT_COUNT, targets + thresholds, c.gridpos(x, y, 12, 9),
+        overrides=[_dashed(t.refId) for t in thresholds])
+
+
+def slo_row(specs: Sequence[Spec], y: int) -> list:
+    """The detail of one SLO; Grafana repeats the row for every value of the SLO variable."""
+    page, ticket = _tier(specs, "critical"), _tier(specs, "warning")
+    first = page.windows[0].long.text
+    longest = max((slo.window for s in specs for slo in s.slos), key=lambda d: d.seconds)
+    row = c.row(P.ROW_SLO, f"SLO ${SLO_VAR}", y)
+    row.repeat = g.Repeat(variable=SLO_VAR)
+    sli = c.timeseries(
+        P.SLI_VS_OBJECTIVE, "SLI vs objective",
+        f"Share of good events over 5 minutes and over {first}, against the recorded objective. Bad: the SLI "
+        f"under the objective line: the error budget is burning faster than the period allows.",
+        c.UNIT_PERCENT,
+        [c.target(f"1 - {recorded(SLI_ERROR_RATIO + BASE_WINDOW)}", f"{LEGEND} SLI {BASE_WINDOW}", "A"),
+         c.target(f"1 - {recorded(SLI_ERROR_RATIO + first)}", f"{LEGEND} SLI {first}", "B"),
+         c.target(recorded(OBJECTIVE), f"{LEGEND} objective", "C")],
+        c.gridpos(0, y + 1, 12, 8), overrides=[_dashed("C")])
+    burn_down = c.timeseries(
+        P.BUDGET_BURN_DOWN, "Error budget remaining over the period (burn-down)",
+        f"Share of the error budget left over each SLO's rolling period, shown over the last {longest.text}: "
+        f"the burn-down of the period's budget. Bad: a steep fall (an incident spent it), under 25% (freeze "
+        f"risky changes), at or under 0% (the SLO is missed for the period).",
+        c.UNIT_PERCENT, [c.target(recorded(BUDGET_REMAINING), LEGEND)], c.gridpos(12, y + 1, 12, 8),
+        c.steps((c.RED, None), (c.ORANGE, 0.0), (c.GREEN, 0.25)), draw_thresholds=True)
+    burn_down.timeFrom = longest.text
+    exhaustion = (f"max by ({BY}) (clamp_min({BUDGET_REMAINING}{{{SEL}}}, 0)) * {recorded(PERIOD_DAYS)} * "
+                  f"{DAY_SECONDS} / ({burn_rate_expr(first)})")
+    stats_y = y + 9
+    stats = [
+        c.stat(P.CURRENT_BURN, "Burn rate now (5m)",
+               "Recorded burn rate over the last 5 minutes (error ratio / error budget). Bad: above 1 the period's "
+               "budget runs out before the period ends; far above 1 for long is what pages.",
+               c.UNIT_COUNT, [c.target(recorded(CURRENT_BURN_RATE), LEGEND)], c.gridpos(0, stats_y, 6, 5),
+               c.steps((c.GREEN, None), (c.ORANGE, 1.0)), decimals=2),
+        c.stat(P.REMAINING, "Error budget remaining (period)",
+               "Share of the period's error budget not yet spent (ratio of sums over the period). Bad: under 25% "
+               "means freeze risky changes; at or under 0% the SLO is missed for the period.",
+               c.UNIT_PERCENT, [c.target(recorded(BUDGET_REMAINING), LEGEND)], c.gridpos(6, stats_y, 6, 5),
+               c.steps((c.RED, None), (c.ORANGE, 0.0), (c.GREEN, 0.25)), decimals=1),
+        c.stat(P.TIME_TO_EXHAUSTION, "Time to budget exhaustion",
+               f"Remaining budget x period / burn rate over {first}: how long until the budget is gone if "
+               "nothing changes. Infinity means no errors at all. Bad: under a day is page territory, under a "
+               "week needs a ticket.",
+               c.UNIT_SECONDS, [c.target(exhaustion, LEGEND)], c.gridpos(12, stats_y, 6, 5),
+               c.steps((c.RED, None), (c.ORANGE, 86400.0), (c.GREEN, 7 * 86400.0))),
+        c.stat(P.SLO_FIRING, "Firing alerts of this SLO",
+               "Firing burn-rate (and bucket-missing) alerts of this SLO by severity and window pair, 0 when "
+               "none. Bad: any non-zero value.",
+               c.UNIT_COUNT,
+               [c.target(f"count by (severity, burn_window) ({FIRING_SLO_ALERTS}) or on() vector(0)",
+                         "{{severity}} {{burn_window}}")],
+               c.gridpos(18, stats_y, 6, 5), c.threshold_steps(1.0)),
     ]
+    return [row, sli, burn_down, *stats,
+            _burn_panel(page, P.BURN_PAGE, 0, y + 14), _burn_panel(ticket, P.BURN_TICKET, 12, y + 14)]
 
 
 def firing_alerts_annotation() -> dict:
     return {
-        "datasource": c.DATASOURCE, "enable": True, "iconColor": "red", "name": "Burn-rate alerts",
-        "expr": f'ALERTS{{alertname=~".+{BURN_RATE_ALERT_SUFFIX}",alertstate="firing"}}',
-        "step": "1m", "titleFormat": "{{alertname}} {{burn_window}}", "textFormat": "severity {{severity}}",
-        "tagKeys": "severity", "useValueForTime": False,
+        "datasource": c.DATASOURCE, "enable": True, "iconColor": "red", "name": "SLO alerts",
+        "expr": FIRING_SERVICE_ALERTS, "step": "1m", "titleFormat": "{{alertname}} {{burn_window}}",
+        "textFormat": "{{sloth_service}} / {{sloth_slo}}, severity {{severity}}", "tagKeys": "severity",
+        "useValueForTime": False,
     }
 
 
-def as_list(specs: Spec | Sequence[Spec]) -> list[Spec]:
-    """Builders take one spec or the fleet's list (generate.py with several specs)."""
-    return [specs] if isinstance(specs, Spec) else list(specs)
+def variables(specs: Sequence[Spec]) -> list[dict]:
+    services = _unique(s.service for s in specs)
+    return [
+        c.query_variable(SERVICE_VAR, "Service", f"label_values({SLO_INFO}, sloth_service)",
+                         services[0] if len(services) == 1 else None),
+        c.query_variable(SLO_VAR, "SLO", f'label_values({SLO_INFO}{{sloth_service=~"${SERVICE_VAR}"}}, sloth_slo)'),
+    ]
 
 
-def build(specs: Spec | Sequence[Spec]) -> g.Dashboard:
-    """One overview for every SLO of every service given (rows in spec order)."""
-    specs = as_list(specs)
-    panels = summary_panels(specs)
-    pairs = [(spec, slo) for spec in specs for slo in spec.slos]
-    panels += [panel for index, (spec, slo) in enumerate(pairs) for panel in slo_row(spec, slo, index)]
-    services = ", ".join(spec.service for spec in specs)
+def links(specs: Sequence[Spec], incident_uids: dict[str, str]) -> list[dict]:
+    out = [c.link(f"Incident: {service}", f"/d/{uid}", "API latency and database incident dashboard of "
+                  f"{service}", "dashboard", include_vars=False) for service, uid in incident_uids.items()]
+    out += [c.link("Runbook", runbook, "What to do for each alert", "doc", target_blank=True)
+            for runbook in _unique(s.links.runbook for s in specs)]
+    out += [c.link("Alert rules", "/alerting/list", "Grafana's list of alert rules "
+                   "(Prometheus datasource rules included)", "bolt"),
+            c.dashboards_link(c.TAGS[:1])]
+    return out
+
+
+def build(specs: Sequence[Spec], incident_uids: dict[str, str]) -> dict:
+    panels = summary_panels(specs, 0) + slo_row(specs, 18)
+    services = ", ".join(_unique(s.service for s in specs))
     return c.dashboard(
         SLO_OVERVIEW_UID, TITLE,
-        f"Service{'s' if len(specs) > 1 else ''} {services}: every SLO of the spec with its budget and burn rates.",
-        panels, [firing_alerts_annotation()],
+        f"SLOs of {services}: budgets, burn rates and objectives from the recorded slo:* series, one panel set "
+        "templated by the service and SLO variables.",
+        panels, [firing_alerts_annotation()], variables(specs), links(specs, incident_uids),
     )
+
