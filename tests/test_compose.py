@@ -118,6 +118,9 @@ def test_alertmanager_config_is_valid_and_routes_page_and_ticket(repo_root, comp
         cfg = yaml.safe_load(f)
     routes = {r["receiver"]: r["matchers"] for r in cfg["route"]["routes"]}
     assert routes["page"] == ['severity="critical"'] and routes["ticket"] == ['severity="warning"']
+    # info alerts (budget low) reach no receiver: a receiver with no integration
+    assert routes["none"] == ['severity="info"']
+    assert [r for r in cfg["receivers"] if r["name"] == "none"] == [{"name": "none"}]
     inhibit = cfg["inhibit_rules"][0]
     assert set(inhibit["equal"]) == {"alertname", "sloth_slo"}
     sink_port = command_listen_port(compose["services"]["alert-sink"])
