@@ -29,6 +29,8 @@ def test_the_replay_ignores_the_users_spec(tmp_path):
     (repo / "slo.yaml").write_text(user, encoding="utf-8")
     (repo / "alerts").mkdir()
     (repo / "alerts" / "sloguard-rules.yaml").write_text("groups: []\n")   # the user's own output, stale or not
+    (repo / "mixin").mkdir()     # a generated directory of the user's: the view must not write through a link to it
+    (repo / "mixin" / "config.libsonnet").write_text("{}\n")
     workdir = tmp_path / "work"
     workdir.mkdir()
     view = Path(replay_view(str(repo), str(workdir)))
@@ -40,6 +42,8 @@ def test_the_replay_ignores_the_users_spec(tmp_path):
     assert (view / "slo.yaml").read_text() == (repo / DEMO_SPEC).read_text()
     assert exporter_job_from_spec(str(view)) == demo.database.exporter_job != "pg-prod"
     assert (view / "deploy").is_symlink() and os.path.realpath(view / "deploy") == str(repo / "deploy")
+    assert (repo / "mixin" / "config.libsonnet").read_text() == "{}\n"
+    assert not any((view / top).is_symlink() for top in {rel.split("/")[0] for rel in expected})
 
 
 def test_the_demo_spec_selects_what_the_demo_serves():

@@ -57,7 +57,10 @@ def test_python_group_checks_only_python(tmp_path):
 
 
 def test_make_test_runs_the_system_setup_first():
-    proc = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    # under `make test` the environment carries MAKEFLAGS/MAKELEVEL ("Entering directory" lines): not ours to read
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    proc = subprocess.run(["make", "--no-print-directory", "-n", "test"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env=env)
     assert proc.returncode == 0
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert "scripts/setup-system.sh" in lines[0], lines[:3]
